@@ -1,0 +1,84 @@
+"""The metric contract.
+
+A metric is a small class with a declared contract (the torchmetrics idea, without the state
+machinery): its `name`, `version`, direction (`higher_is_better`), the prediction fields it
+`needs`, its parameters with defaults, and either a per-clip value (`level = "clip"`) or one value
+for the whole test set (`level = "set"`). Per-clip values are kept so reports can show confidence
+intervals and breakdowns. A clip the metric cannot score raises `MetricError` with the reason;
+the runner counts it as a failure. A metric that cannot run at all (weights missing) raises
+`MetricUnavailable` from its constructor or first call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional, Sequence
+
+import numpy as np
+
+
+class MetricError(Exception):
+    """This clip cannot be scored by this metric (the message says why)."""
+
+
+class MetricUnavailable(Exception):
+    """The metric cannot run at all here (e.g. missing weights); the message says how to fix it."""
+
+
+@dataclass
+class ClipPair:
+    """What a metric sees for one clip: the prediction, the reference, and shared context.
+
+    `pred` and `ref` map field names ("landmarks", "frames", "pose", ...) to arrays of the same
+    layout as `bench.clip.Clip`. `points` lists the iBUG-68 indices that `pred["landmarks"]` and
+    `ref["landmarks"]` cover, in order (all 68 unless a method predicts a subset). `frame_mask`
+    marks frames usable for landmark comparison (False where a detector found no face); None means
+    all frames are usable.
+    """
+
+    clip_id: str
+    pred: dict[str, np.ndarray]
+    ref: dict[str, np.ndarray]
+    points: tuple[int, ...] = tuple(range(68))
+    frame_mask: Optional[np.ndarray] = None
+    fps: float = 25.0
+    audio: Optional[np.ndarray] = None
+    sample_rate: int = 16000
+    meta: dict = field(default_factory=dict)
+
+
+class Metric:
+    """Base class. Subclasses set the class attributes and implement `clip_value` or `set_value`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    higher_is_better: ClassVar[bool]
+    needs: ClassVar[tuple[str, ...]]
+    level: ClassVar[str] = "clip"  # "clip" or "set"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"metric {self.name}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}"
+            )
+        self.params = {**self.defaults, **params}
+        self.validate_params()
+
+    def validate_params(self) -> None:
+        """Raise ValueError naming the bad parameter. Override where parameters have constraints."""
+
+    def identity(self) -> dict:
+        """What a cached value depends on besides its inputs."""
+        return {"name": self.name, "version": self.version, "params": self.params}
+
+    def clip_value(self, pair: ClipPair) -> float:
+        raise NotImplementedError(f"{self.name} is a set-level metric")
+
+    def set_value(self, pairs: Sequence[ClipPair]) -> float:
+        raise NotImplementedError(f"{self.name} is a clip-level metric")
+
+    def aggregate(self, values: Sequence[float]) -> float:
+        """Set value from per-clip values: the mean over clips (every reference averages per video)."""
+        return float(np.mean(values)) if len(values) else float("nan")
