@@ -30,9 +30,9 @@ class ClipPair:
     """What a metric sees for one clip: the prediction, the reference, and shared context.
 
     `pred` and `ref` map field names ("landmarks", "frames", "pose", ...) to arrays of the same
-    layout as `bench.clip.Clip`. `points` lists the iBUG-68 indices that `pred["landmarks"]` and
-    `ref["landmarks"]` cover, in order (all 68 unless a method predicts a subset). `frame_mask`
-    marks frames usable for landmark comparison (False where a detector found no face); None means
+    layout as `bench.clip.Clip`. `points` lists the iBUG-68 indices that `pred["landmarks"]`
+    covers, in order (all 68 unless a method predicts a subset); `ref["landmarks"]` always holds
+    all 68 points (index it with `points`; normalisers need all 68). `frame_mask` marks frames usable for landmark comparison (False where a detector found no face); None means
     all frames are usable.
     """
 
@@ -58,6 +58,7 @@ class Metric:
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
+        self.device = "cpu"  # the runner sets "cuda" when asked; metrics that use torch honour it
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise ValueError(
