@@ -1,0 +1,69 @@
+"""Content-addressed caches: a value is stored under the sha256 of everything it depends on.
+
+Keys hash inputs (clip content, prediction file, metric name + version + parameters), never file
+names or run ids, so a changed input can never return a stale value, and an interrupted run
+picks up every value it already computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from bench.paths import talkbench_home
+
+
+def key_of(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Cache:
+    def __init__(self, root: Optional[Path] = None) -> None:
+        self.root = Path(root) if root else talkbench_home() / "cache"
+
+    def _path(self, namespace: str, key: str, suffix: str) -> Path:
+        return self.root / namespace / key[:2] / f"{key}{suffix}"
+
+    def get_json(self, namespace: str, key: str) -> Optional[Any]:
+        path = self._path(namespace, key, ".json")
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:  # a write cut short by a kill: recompute
+            return None
+
+    def put_json(self, namespace: str, key: str, value: Any) -> None:
+        path = self._path(namespace, key, ".json")
+        _atomic_write(path, json.dumps(value).encode())
+
+    def get_arrays(self, namespace: str, key: str) -> Optional[dict[str, np.ndarray]]:
+        path = self._path(namespace, key, ".npz")
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files}
+        except Exception:  # truncated file: recompute
+            return None
+
+    def put_arrays(self, namespace: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+        path = self._path(namespace, key, ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        tmp.replace(path)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,326 @@
+"""Protocol files: load, validate, hash, and expand their splits.
+
+A protocol (YAML in `protocols/`) fixes everything a number depends on: dataset and adapter
+options, preprocessing, the split, clip windowing, the metric list with parameters, the compared
+methods and the paper's reference results. It is validated on load — every error names the bad
+key — and hashed (sha256 of its canonical JSON form) so each result records exactly which protocol
+produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from bench.paths import talkbench_home
+
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
+SPLITS = ("train", "val", "test")
+NORMALISATIONS = ("none", "face_width", "inter_ocular")
+
+
+class ProtocolError(ValueError):
+    """A malformed protocol; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    preset: str = "tiny"
+    label: Optional[str] = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def row(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Protocol:
+    id: str
+    version: int
+    title: str
+    dataset: str
+    dataset_options: dict[str, Any]
+    preprocessing: dict[str, Any]
+    split: dict[str, Any]
+    windowing: dict[str, Any]
+    metrics: tuple[MetricSpec, ...]
+    methods: tuple[MethodSpec, ...]
+    landmarks_from: str
+    bootstrap: dict[str, Any]
+    reference_results: tuple[dict[str, Any], ...]
+    raw: dict[str, Any]
+    path: Optional[Path] = None
+
+    @property
+    def hash(self) -> str:
+        return protocol_hash(self.raw)
+
+    @property
+    def fps(self) -> float:
+        return float(self.preprocessing["fps"])
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def protocol_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = PROTOCOL_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+    raise ProtocolError(f"no protocol {name_or_path!r}; known protocols: {known}")
+
+
+def list_protocols() -> list[str]:
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    path = protocol_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return parse_protocol(raw, path)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{path.name}: {exc}") from None
+
+
+def protocol_hash(raw: dict[str, Any]) -> str:
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_TOP_KEYS = {
+    "id": True, "version": True, "title": False, "description": False, "dataset": True,
+    "preprocessing": True, "split": True, "windowing": False, "metrics": True, "methods": False,
+    "landmarks_from": False, "bootstrap": False, "reference_results": False,
+}
+
+
+def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
+    if not isinstance(raw, dict):
+        raise ProtocolError("the protocol must be a mapping of keys to values")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise ProtocolError(f"unknown key {key!r}; allowed: {sorted(_TOP_KEYS)}")
+    for key, required in _TOP_KEYS.items():
+        if required and key not in raw:
+            raise ProtocolError(f"missing required key {key!r}")
+    pid = _typed(raw, "id", str)
+    version = _typed(raw, "version", int)
+    dataset = _typed(raw, "dataset", dict)
+    dataset_name = _typed(dataset, "name", str, "dataset.name")
+    options = dataset.get("options", {})
+    if not isinstance(options, dict):
+        raise ProtocolError("dataset.options must be a mapping")
+    pre = _parse_preprocessing(_typed(raw, "preprocessing", dict))
+    split = _parse_split(_typed(raw, "split", dict))
+    windowing = _parse_windowing(raw.get("windowing", {"mode": "whole"}))
+    metrics = tuple(_parse_metric(m, i) for i, m in enumerate(_typed(raw, "metrics", list)))
+    labels = [m.label for m in metrics]
+    if len(set(labels)) != len(labels):
+        raise ProtocolError(f"metrics: duplicate labels {sorted({l for l in labels if labels.count(l) > 1})}")
+    methods = tuple(_parse_method(m, i) for i, m in enumerate(raw.get("methods", []) or []))
+    landmarks_from = raw.get("landmarks_from", "auto")
+    if landmarks_from not in ("auto", "predicted", "detected"):
+        raise ProtocolError(f"landmarks_from: {landmarks_from!r} is not one of auto, predicted, detected")
+    boot = {"samples": 1000, "seed": 0, "confidence": 0.95, **(raw.get("bootstrap") or {})}
+    for key in boot:
+        if key not in ("samples", "seed", "confidence"):
+            raise ProtocolError(f"bootstrap.{key}: unknown key")
+    refs = raw.get("reference_results", []) or []
+    if not isinstance(refs, list):
+        raise ProtocolError("reference_results must be a list")
+    for i, ref in enumerate(refs):
+        _check_reference(ref, i, set(labels))
+    return Protocol(
+        id=pid, version=version, title=str(raw.get("title", pid)), dataset=dataset_name,
+        dataset_options=options, preprocessing=pre, split=split, windowing=windowing,
+        metrics=metrics, methods=methods, landmarks_from=landmarks_from, bootstrap=boot,
+        reference_results=tuple(refs), raw=raw, path=path,
+    )
+
+
+def _typed(mapping: dict, key: str, kind: type, where: Optional[str] = None) -> Any:
+    where = where or key
+    if key not in mapping:
+        raise ProtocolError(f"missing required key {where!r}")
+    value = mapping[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise ProtocolError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _parse_preprocessing(pre: dict) -> dict:
+    allowed = {"fps", "sample_rate", "resolution", "crop", "landmark_backend", "landmark_params"}
+    for key in pre:
+        if key not in allowed:
+            raise ProtocolError(f"preprocessing.{key}: unknown key; allowed: {sorted(allowed)}")
+    out = {"sample_rate": 16000, "crop": "none", "landmark_backend": "dlib", "landmark_params": {}, **pre}
+    for key in ("fps", "sample_rate", "resolution"):
+        value = _typed(out, key, (int, float) if key == "fps" else int, f"preprocessing.{key}")
+        if value <= 0:
+            raise ProtocolError(f"preprocessing.{key}: must be positive, got {value}")
+    return out
+
+
+def _parse_split(split: dict) -> dict:
+    if "rule" not in split:
+        raise ProtocolError("split.rule: missing (explicit or speaker_disjoint)")
+    rule = split["rule"]
+    if rule == "explicit":
+        for name in SPLITS:
+            if name == "val" and name not in split:
+                continue
+            speakers = _typed(split, name, list, f"split.{name}")
+            if not all(isinstance(s, str) for s in speakers):
+                raise ProtocolError(f"split.{name}: speaker ids must be strings")
+        seen: dict[str, str] = {}
+        for name in SPLITS:
+            for spk in split.get(name, []):
+                if spk in seen:
+                    raise ProtocolError(f"split: speaker {spk!r} is in both {seen[spk]} and {name}")
+                seen[spk] = name
+    elif rule == "speaker_disjoint":
+        counts = _typed(split, "counts", dict, "split.counts")
+        for name, value in counts.items():
+            if name not in SPLITS or not isinstance(value, int) or value < 0:
+                raise ProtocolError(f"split.counts.{name}: expected a split name with a count >= 0")
+        if counts.get("test", 0) < 1:
+            raise ProtocolError("split.counts.test: at least one test speaker is needed")
+        _typed(split, "seed", int, "split.seed")
+    else:
+        raise ProtocolError(f"split.rule: {rule!r} is not one of explicit, speaker_disjoint")
+    return split
+
+
+def _parse_windowing(win: Any) -> dict:
+    if not isinstance(win, dict) or win.get("mode") not in ("whole", "fixed"):
+        raise ProtocolError("windowing.mode: expected 'whole' or 'fixed'")
+    if win["mode"] == "fixed":
+        seconds = _typed(win, "seconds", (int, float), "windowing.seconds")
+        hop = win.get("hop", seconds)
+        if seconds <= 0 or hop <= 0:
+            raise ProtocolError("windowing: seconds and hop must be positive")
+        return {"mode": "fixed", "seconds": float(seconds), "hop": float(hop)}
+    return {"mode": "whole"}
+
+
+def _parse_metric(entry: Any, i: int) -> MetricSpec:
+    if isinstance(entry, str):
+        return MetricSpec(entry, entry, {})
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ProtocolError(f"metrics[{i}]: expected a metric name or a mapping with 'name'")
+    for key in entry:
+        if key not in ("name", "label", "params"):
+            raise ProtocolError(f"metrics[{i}].{key}: unknown key; allowed: label, name, params")
+    params = entry.get("params", {}) or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"metrics[{i}].params: expected a mapping")
+    return MetricSpec(str(entry["name"]), str(entry.get("label", entry["name"])), params)
+
+
+def _parse_method(entry: Any, i: int) -> MethodSpec:
+    if isinstance(entry, str):
+        return MethodSpec(entry)
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ProtocolError(f"methods[{i}]: expected a method name or a mapping with 'name'")
+    for key in entry:
+        if key not in ("name", "preset", "label", "config"):
+            raise ProtocolError(f"methods[{i}].{key}: unknown key; allowed: config, label, name, preset")
+    return MethodSpec(str(entry["name"]), str(entry.get("preset", "tiny")), entry.get("label"),
+                      dict(entry.get("config", {}) or {}))
+
+
+def _check_reference(ref: Any, i: int, labels: set[str]) -> None:
+    where = f"reference_results[{i}]"
+    if not isinstance(ref, dict):
+        raise ProtocolError(f"{where}: expected a mapping")
+    for key in ("source", "table", "rows"):
+        if key not in ref:
+            raise ProtocolError(f"{where}.{key}: missing")
+    for j, row in enumerate(ref["rows"]):
+        if not isinstance(row, dict) or "method" not in row or not isinstance(row.get("values"), dict):
+            raise ProtocolError(f"{where}.rows[{j}]: expected {{method: ..., values: {{metric: number}}}}")
+        for metric, value in row["values"].items():
+            if metric not in labels:
+                raise ProtocolError(f"{where}.rows[{j}].values.{metric}: not a metric of this protocol")
+            if value is not None and not isinstance(value, (int, float)):
+                raise ProtocolError(f"{where}.rows[{j}].values.{metric}: expected a number")
+
+
+# -- splits ----------------------------------------------------------------------------------------
+
+def resolve_split(protocol: Protocol, speakers: list[str]) -> dict[str, list[str]]:
+    """Speaker lists per split. A seeded rule is expanded once and pinned in a split file."""
+    if protocol.split["rule"] == "explicit":
+        split = {name: list(protocol.split.get(name, [])) for name in SPLITS}
+    else:
+        pinned = split_file(protocol)
+        if pinned.exists():
+            body = json.loads(pinned.read_text())
+            if body.get("rule") != protocol.split:
+                raise ProtocolError(
+                    f"split: the rule changed since {pinned} was pinned ({body.get('rule')} -> "
+                    f"{protocol.split}); delete that file to expand the new rule"
+                )
+            split = body["speakers"]
+        else:
+            split = _expand_speaker_split(protocol.split, speakers)
+            _pin_split(protocol, split)
+    missing = sorted({s for names in split.values() for s in names} - set(speakers))
+    if missing:
+        raise ProtocolError(
+            f"split names speakers the dataset does not have: {missing} (dataset has {len(speakers)})"
+        )
+    return split
+
+
+def split_file(protocol: Protocol) -> Path:
+    """The pinned split: shipped next to the protocol, else expanded into TALKBENCH_HOME."""
+    shipped = PROTOCOL_DIR / "splits" / f"{protocol.id}.json"
+    if shipped.exists():
+        return shipped
+    return talkbench_home() / "splits" / f"{protocol.id}-{protocol.hash[:12]}.json"
+
+
+def _expand_speaker_split(rule: dict, speakers: list[str]) -> dict[str, list[str]]:
+    counts = rule["counts"]
+    need = sum(counts.values())
+    if need > len(speakers):
+        raise ProtocolError(f"split.counts asks for {need} speakers, the dataset has {len(speakers)}")
+    order = sorted(speakers)
+    random.Random(rule["seed"]).shuffle(order)
+    split, start = {}, 0
+    for name in SPLITS:
+        n = counts.get(name, 0)
+        split[name] = sorted(order[start:start + n])
+        start += n
+    return split
+
+
+def _pin_split(protocol: Protocol, split: dict[str, list[str]]) -> None:
+    path = split_file(protocol)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"protocol": protocol.id, "protocol_hash": protocol.hash, "rule": protocol.split,
+            "speakers": split}
+    path.write_text(json.dumps(body, indent=2) + "\n")

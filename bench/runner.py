@@ -1,0 +1,242 @@
+"""The runner: protocol -> clips -> method (train or load) -> predictions -> metrics -> results.
+
+Everything it makes lands under `$TALKBENCH_HOME/runs/<protocol>/<row>/<config>-seed<seed>/`
+(checkpoint, predictions as .npz + .mp4) and in content-addressed caches, so a killed run resumes
+where it stopped. Result JSONs go to `results/<protocol>/`, from which the report is built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm import tqdm
+
+from baselines import build_method, method_class
+from baselines.base import Method, MethodInput, Prediction
+from bench.cache import Cache
+from bench.checkpoint import file_sha256
+from bench.clip import Clip
+from bench.datasets import load_splits
+from bench.paths import repo_root, talkbench_home
+from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
+from bench.protocol import MethodSpec, Protocol, load_protocol
+from bench.provenance import environment
+from bench.scoring import Scorer
+
+log = logging.getLogger(__name__)
+DETECTOR_FLOOR = "_detector_floor"
+
+
+def results_dir(protocol: Protocol, root: Optional[Path] = None) -> Path:
+    return (root or repo_root() / "results") / protocol.id
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "cpu", seed: int = 0,
+        preset: Optional[str] = None, out_root: Optional[Path] = None, progress: bool = True) -> Path:
+    """Run the protocol's methods (or `methods`), write result JSONs and the report; return the results dir."""
+    from bench.report import write_report
+
+    protocol = load_protocol(protocol_name)
+    specs = select_methods(protocol, methods, preset)
+    splits = load_splits(protocol)
+    if not splits["test"]:
+        raise ValueError(f"protocol {protocol.id}: the test split is empty")
+    scorer = Scorer(protocol, splits["test"], device)
+    out = results_dir(protocol, out_root)
+    out.mkdir(parents=True, exist_ok=True)
+    env = environment(device)
+    for spec in specs:
+        method = build_method(spec.name, spec.preset, spec.config)
+        workdir = talkbench_home() / "runs" / protocol.id / spec.row / f"{method.config.hash()}-seed{seed}"
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        checkpoint = train_or_load(method, splits, workdir, device, seed)
+        timings["fit_or_load_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pred_dir = workdir / "predictions"
+        failures = predict_all(method, splits["test"], pred_dir, progress)
+        timings["predict_s"] = time.perf_counter() - start
+        provenance = {
+            "seed": seed, "preset": spec.preset, "config": method.config.to_dict(),
+            "config_hash": method.config.hash(),
+            "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
+            "predictions": str(pred_dir.relative_to(talkbench_home())), **env,
+        }
+        result = score_directory(protocol, scorer, pred_dir, spec.row, provenance, failures,
+                                 outputs=sorted(method.outputs), timings=timings, progress=progress)
+        write_result(out / f"{spec.row}.json", result)
+        log.info("%s: wrote %s", spec.row, out / f"{spec.row}.json")
+    if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
+        write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, scorer, env))
+    write_report(protocol, out)
+    return out
+
+
+def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str]) -> list[MethodSpec]:
+    if names:
+        by_name = {m.row: m for m in protocol.methods} | {m.name: m for m in protocol.methods}
+        specs = [by_name.get(n, MethodSpec(n)) for n in names]
+    else:
+        specs = list(protocol.methods)
+    if not specs:
+        raise ValueError(f"protocol {protocol.id} lists no methods; name some with --methods")
+    for spec in specs:
+        method_class(spec.name)  # unknown names fail before any work starts
+    if preset:
+        specs = [MethodSpec(s.name, preset, s.label, s.config) for s in specs]
+    return specs
+
+
+def train_or_load(method: Method, splits: dict[str, list[Clip]], workdir: Path, device: str,
+                  seed: int) -> Optional[Path]:
+    """Fit on the train split, or load the checkpoint an earlier run left. None if nothing to learn."""
+    if not method.trainable:
+        return None
+    path = workdir / "model.ckpt.npz"
+    if path.exists():
+        loaded = type(method).load(path, method.config)
+        method.set_state(loaded.state())
+        return path
+    seed_everything(seed)
+    method.fit(splits["train"], splits["val"], device=device, seed=seed, workdir=workdir)
+    method.save(path)
+    return path
+
+
+def predict_all(method: Method, clips: list[Clip], pred_dir: Path, progress: bool = True) -> dict[str, str]:
+    """Predict every test clip not already on disk; return {clip_id: reason} for those that failed."""
+    failures = {}
+    for clip in tqdm(clips, desc=f"predict {method.name}", disable=not progress, leave=False):
+        if (pred_dir / f"{clip.id}.npz").exists():
+            continue
+        try:
+            pred = method.predict(MethodInput.from_clip(clip, method.inputs))
+            save_prediction(pred_dir, validate(pred, clip), clip)
+        except PredictionError as exc:
+            failures[clip.id] = str(exc)
+        except Exception as exc:  # one clip's crash is that clip's failure, not the run's
+            log.exception("%s failed to predict %s", method.name, clip.id)
+            failures[clip.id] = f"predict raised {type(exc).__name__}: {exc}"
+        finally:
+            clip.release_frames()
+    return failures
+
+
+def score_directory(protocol: Protocol, scorer: Scorer, pred_dir: Path, row: str, provenance: dict,
+                    failures: Optional[dict[str, str]] = None, outputs: Optional[list[str]] = None,
+                    timings: Optional[dict] = None, progress: bool = True) -> dict:
+    """Score a predictions folder (ours or a user's) into a result dict."""
+    failures = dict(failures or {})
+    predictions: dict[str, Prediction] = {}
+    keys: dict[str, str] = {}
+    start = time.perf_counter()
+    for clip_id, clip in tqdm(scorer.clips.items(), desc=f"load {row}", disable=not progress, leave=False):
+        if clip_id in failures:
+            continue
+        try:
+            pred = validate(load_prediction(pred_dir, clip, protocol.fps), clip)
+            keys[clip_id] = prediction_hash(pred_dir, clip_id)
+            predictions[clip_id] = pred
+        except PredictionError as exc:
+            failures[clip_id] = str(exc)
+        finally:
+            clip.release_frames()
+    outcomes = scorer.score(predictions, keys, failures)
+    timings = {**(timings or {}), "score_s": time.perf_counter() - start}
+    seen_outputs = outputs or sorted(set().union(*(p.fields() for p in predictions.values())) if predictions else [])
+    points = sorted({tuple(p.points) for p in predictions.values() if p.landmarks is not None})
+    sources = sorted({scorer.landmark_source(p) for p in predictions.values()})
+    return {
+        "kind": "method",
+        "protocol": protocol.id,
+        "protocol_version": protocol.version,
+        "protocol_hash": protocol.hash,
+        "row": row,
+        "outputs": seen_outputs,
+        "landmark_points": [list(p) for p in points],
+        "landmark_source": sources,
+        "clips": len(scorer.clips),
+        "prediction_failures": dict(sorted(failures.items())),
+        "metrics": {o.spec.label: scorer.aggregate(o) for o in outcomes},
+        "provenance": provenance,
+        "timings": timings,
+    }
+
+
+def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
+    """The protocol's detector on ground-truth frames against the exact reference landmarks.
+
+    This is the noise floor of every frame-scored landmark number: no method scored through the
+    detector can be told apart from ground truth below it. Frames where the detector found no face
+    are left out of the values and counted in `missed_frames`.
+    """
+    from metrics import build_metric
+    from metrics.base import ClipPair
+
+    detections, failures, missed = {}, {}, 0
+    for clip_id, clip in scorer.clips.items():
+        lmk, found = scorer.reference_detection(clip)
+        clip.release_frames()
+        missed += int((~found).sum())
+        if found.any():
+            detections[clip_id] = (np.nan_to_num(lmk), found)
+        else:
+            failures[clip_id] = "the detector found no face in any ground-truth frame"
+    rows = {}
+    for spec in protocol.metrics:
+        metric = build_metric(spec.name, spec.params)
+        if metric.needs != ("landmarks",):
+            continue
+        values = {}
+        for clip_id, (lmk, found) in detections.items():
+            clip = scorer.clips[clip_id]
+            pair = ClipPair(clip_id, {"landmarks": lmk}, {"landmarks": clip.landmarks},
+                            frame_mask=found, fps=clip.fps)
+            values[clip_id] = float(metric.clip_value(pair))
+        rows[spec.label] = {"value": float(np.mean(list(values.values()))) if values else None,
+                            "n": len(values), "per_clip": values}
+    return {
+        "kind": "detector_floor",
+        "protocol": protocol.id,
+        "protocol_hash": protocol.hash,
+        "detector": scorer.extractor.identity(),
+        "frames": int(sum(scorer.clips[c].num_frames for c in scorer.clips)),
+        "missed_frames": missed,
+        "failures": failures,
+        "metrics": rows,
+        "provenance": env,
+    }
+
+
+def write_result(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,204 @@
+"""Scoring a set of predictions under a protocol: landmark source, metric values, failures.
+
+Landmark metrics compare like with like (the papers' convention): a method that outputs landmarks
+is compared with the protocol's reference landmarks; a method that outputs only frames is scored
+from the landmarks the protocol's detector finds on its frames, against the same detector on the
+ground-truth frames. Frames where either detection failed are left out and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from baselines.base import Prediction
+from bench.cache import Cache, key_of
+from bench.clip import Clip
+from bench.datasets import clip_hash
+from bench.protocol import MetricSpec, Protocol
+from bench.stats import bootstrap_ci
+from metrics import ClipPair, Metric, MetricError, MetricUnavailable, build_metric
+from metrics.extractors import LandmarkExtractor, build_extractor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MetricOutcome:
+    spec: MetricSpec
+    metric: Optional[Metric]
+    per_clip: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    unavailable: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Scorer:
+    def __init__(self, protocol: Protocol, test_clips: list[Clip], device: str = "cpu",
+                 cache: Optional[Cache] = None) -> None:
+        self.protocol = protocol
+        self.clips = {c.id: c for c in test_clips}
+        self.device = device
+        self.cache = cache or Cache()
+        self._extractor: Optional[LandmarkExtractor] = None
+        self.metrics: list[tuple[MetricSpec, Optional[Metric], Optional[str]]] = []
+        for spec in protocol.metrics:
+            try:
+                metric = build_metric(spec.name, spec.params)
+                metric.device = device
+                self.metrics.append((spec, metric, None))
+            except MetricUnavailable as exc:
+                self.metrics.append((spec, None, str(exc)))
+
+    # -- landmarks ------------------------------------------------------------------------------
+    @property
+    def extractor(self) -> LandmarkExtractor:
+        if self._extractor is None:
+            pre = self.protocol.preprocessing
+            self._extractor = build_extractor(pre["landmark_backend"], **pre.get("landmark_params", {}))
+        return self._extractor
+
+    def detect(self, frames: np.ndarray, content_key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Detector landmarks (T x 68 x 2, NaN where missed) and the found mask, cached."""
+        key = key_of("detect", self.extractor.identity(), content_key)
+        cached = self.cache.get_arrays("landmarks", key)
+        if cached is None:
+            result = self.extractor.detect(frames)
+            cached = {"landmarks": result.landmarks, "found": result.found}
+            self.cache.put_arrays("landmarks", key, cached)
+        return cached["landmarks"], cached["found"].astype(bool)
+
+    def reference_detection(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+        return self.detect(clip.frames, "reference:" + clip_hash(clip))
+
+    def landmark_source(self, pred: Prediction) -> str:
+        mode = self.protocol.landmarks_from
+        if mode == "auto":
+            return "predicted" if pred.landmarks is not None else "detected"
+        return mode
+
+    def pair(self, clip: Clip, pred: Prediction, pred_key: str) -> ClipPair:
+        ref: dict[str, np.ndarray] = {"landmarks": clip.landmarks}
+        out: dict[str, np.ndarray] = {}
+        points, mask, meta = pred.points, None, {}
+        for name in ("frames", "pose", "motion"):
+            if getattr(pred, name) is not None:
+                out[name] = getattr(pred, name)
+        if clip.has_frames and "frames" in out:
+            ref["frames"] = clip.frames
+        for name in ("pose", "motion", "aus"):
+            if getattr(clip, name) is not None:
+                ref[name] = getattr(clip, name)
+        source = self.landmark_source(pred)
+        if source == "predicted" and pred.landmarks is not None:
+            out["landmarks"] = pred.landmarks
+        elif source == "detected" and pred.frames is not None and clip.has_frames:
+            pred_lmk, pred_found = self.detect(pred.frames, "prediction:" + pred_key)
+            ref_lmk, ref_found = self.reference_detection(clip)
+            out["landmarks"], ref["landmarks"], points = pred_lmk, ref_lmk, tuple(range(68))
+            mask = pred_found & ref_found
+            meta = {"detector_misses_pred": int((~pred_found).sum()),
+                    "detector_misses_ref": int((~ref_found).sum())}
+            # NaN rows of missed frames are excluded by the mask; replace them so they cannot leak.
+            out["landmarks"] = np.where(mask[:, None, None], pred_lmk, 0.0)
+            ref["landmarks"] = np.where(mask[:, None, None], ref_lmk, 0.0)
+        return ClipPair(clip.id, out, ref, points=points, frame_mask=mask, fps=clip.fps,
+                        audio=clip.audio, sample_rate=clip.sample_rate,
+                        meta={"landmark_source": source, **meta})
+
+    # -- metrics --------------------------------------------------------------------------------
+    def score(self, predictions: dict[str, Prediction], pred_keys: dict[str, str],
+              prediction_failures: dict[str, str]) -> list[MetricOutcome]:
+        """Per-clip values of every metric; every clip ends as a value or a counted failure."""
+        outcomes = [MetricOutcome(spec, metric, unavailable=why) for spec, metric, why in self.metrics]
+        for clip_id, clip in self.clips.items():
+            if clip_id in prediction_failures or clip_id not in predictions:
+                reason = prediction_failures.get(clip_id, "no prediction")
+                for outcome in outcomes:
+                    if outcome.unavailable is None:
+                        outcome.failures[clip_id] = reason
+                continue
+            pred, pred_key = predictions[clip_id], pred_keys[clip_id]
+            pair: Optional[ClipPair] = None
+            for outcome in outcomes:
+                metric = outcome.metric
+                if metric is None or metric.level != "clip":
+                    continue
+                missing = [f for f in metric.needs if f not in _available_fields(pred, clip, self)]
+                if missing:
+                    outcome.failures[clip_id] = f"prediction has no {', '.join(missing)}"
+                    continue
+                key = key_of("metric", metric.identity(), clip_hash(clip), pred_key,
+                             self.landmark_source(pred), self._extractor_identity(pred, metric))
+                cached = self.cache.get_json("metric", key)
+                if cached is None:
+                    try:
+                        pair = pair or self.pair(clip, pred, pred_key)
+                        cached = {"value": float(metric.clip_value(pair))}
+                    except MetricError as exc:
+                        cached = {"error": str(exc)}
+                    except Exception as exc:  # a detector crash must not end the run
+                        log.exception("metric %s failed on %s", metric.name, clip_id)
+                        cached = {"error": f"{type(exc).__name__}: {exc}"}
+                    self.cache.put_json("metric", key, cached)
+                if "value" in cached:
+                    outcome.per_clip[clip_id] = cached["value"]
+                else:
+                    outcome.failures[clip_id] = cached["error"]
+            clip.release_frames()
+        for outcome in outcomes:
+            metric = outcome.metric
+            if metric is not None and metric.level == "set":
+                self._score_set(outcome, predictions, pred_keys)
+        return outcomes
+
+    def _score_set(self, outcome: MetricOutcome, predictions: dict[str, Prediction],
+                   pred_keys: dict[str, str]) -> None:
+        pairs = [self.pair(self.clips[c], p, pred_keys[c]) for c, p in predictions.items()]
+        try:
+            outcome.per_clip["__set__"] = float(outcome.metric.set_value(pairs))
+        except MetricError as exc:
+            outcome.failures["__set__"] = str(exc)
+
+    def _extractor_identity(self, pred: Prediction, metric: Metric) -> Optional[dict]:
+        if "landmarks" in metric.needs and self.landmark_source(pred) == "detected":
+            return self.extractor.identity()
+        return None
+
+    def aggregate(self, outcome: MetricOutcome) -> dict:
+        metric, boot = outcome.metric, self.protocol.bootstrap
+        values = [v for k, v in sorted(outcome.per_clip.items()) if k != "__set__"]
+        if "__set__" in outcome.per_clip:
+            value, ci = outcome.per_clip["__set__"], (None, None)
+        elif values:
+            value = metric.aggregate(values)
+            ci = bootstrap_ci(values, boot["samples"], boot["seed"], boot["confidence"])
+        else:
+            value, ci = None, (None, None)
+        return {
+            "name": outcome.spec.name,
+            "params": metric.params if metric else outcome.spec.params,
+            "version": metric.version if metric else None,
+            "higher_is_better": metric.higher_is_better if metric else None,
+            "value": value,
+            "ci": list(ci),
+            "n": len(values),
+            "failures": len(outcome.failures),
+            "failure_reasons": dict(sorted(outcome.failures.items())),
+            "unavailable": outcome.unavailable,
+            "per_clip": dict(sorted(outcome.per_clip.items())),
+        }
+
+
+def _available_fields(pred: Prediction, clip: Clip, scorer: Scorer) -> set[str]:
+    fields = pred.fields()
+    if "landmarks" not in fields and "frames" in fields and clip.has_frames \
+            and scorer.landmark_source(pred) == "detected":
+        fields.add("landmarks")
+    if scorer.landmark_source(pred) == "detected" and "frames" not in fields:
+        fields.discard("landmarks")
+    return fields
