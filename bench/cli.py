@@ -1,0 +1,148 @@
+"""The `talkbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import run
+
+    methods = [m for m in args.methods.split(",") if m] if args.methods else None
+    out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, preset=args.preset,
+              out_root=Path(args.results) if args.results else None, progress=not args.quiet)
+    print(f"results and report: {out / 'README.md'}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from bench.datasets import load_splits
+    from bench.protocol import load_protocol
+    from bench.provenance import environment
+    from bench.report import write_report
+    from bench.runner import results_dir, score_directory, write_result
+    from bench.scoring import Scorer
+
+    protocol = load_protocol(args.protocol)
+    pred_dir = Path(args.predictions)
+    if not pred_dir.is_dir():
+        raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
+    scorer = Scorer(protocol, load_splits(protocol)["test"], args.device)
+    provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
+                  **environment(args.device)}
+    result = score_directory(protocol, scorer, pred_dir, args.name, provenance, progress=not args.quiet)
+    out = results_dir(protocol, Path(args.results) if args.results else None)
+    write_result(out / f"{args.name}.json", result)
+    write_report(protocol, out, figures=False)
+    for label, m in result["metrics"].items():
+        value = "unavailable" if m["unavailable"] else m["value"]
+        print(f"{label:>10}: {value}  (N={m['n']}, failed {m['failures']})")
+    print(f"result: {out / (args.name + '.json')}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.protocol import load_protocol
+    from bench.report import write_report
+    from bench.runner import results_dir
+
+    protocol = load_protocol(args.protocol)
+    path = write_report(protocol, results_dir(protocol, Path(args.results) if args.results else None))
+    print(path.read_text() if args.print else f"report: {path}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.dataset != "synthtalk":
+        raise SystemExit(f"talkbench data: unknown dataset {args.dataset!r} (known: synthtalk)")
+    from bench.data.synthtalk import corpus
+
+    size = int(args.size) if args.size.isdigit() else args.size
+    root = corpus.build(size=size, seed=args.seed, progress=not args.quiet)
+    print(f"synthtalk corpus: {root}")
+    if args.preview:
+        from bench.data.synthtalk.preview import write_preview
+
+        sheet, video = write_preview(corpus.load_clips(root), Path(args.out))
+        print(f"contact sheet: {sheet}\npreview video: {video}")
+    return 0
+
+
+def _cmd_protocols(args: argparse.Namespace) -> int:
+    from bench.protocol import list_protocols, load_protocol
+
+    if args.action == "list":
+        for name in list_protocols():
+            p = load_protocol(name)
+            print(f"{p.id:<24} v{p.version}  {p.title}")
+    else:
+        p = load_protocol(args.id)
+        print(json.dumps({"hash": p.hash, **p.raw}, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="talkbench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train/load, predict, score and report a protocol's methods")
+    p.add_argument("protocol")
+    p.add_argument("--methods", help="comma-separated method names (default: the protocol's list)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", help="config preset for every method (tiny or paper)")
+    p.add_argument("--results", help="results root (default: the repository's results/)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("score", help="score a folder of predictions made outside talkbench")
+    p.add_argument("protocol")
+    p.add_argument("--predictions", required=True, help="folder of <clip_id>.npz and/or <clip_id>.mp4")
+    p.add_argument("--name", required=True, help="row name in the results table")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--results")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("report", help="rebuild results/<protocol>/README.md from its result files")
+    p.add_argument("protocol")
+    p.add_argument("--results")
+    p.add_argument("--print", action="store_true", help="print the report")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("data", help="build (and preview) a dataset")
+    p.add_argument("dataset")
+    p.add_argument("--size", default="small", help="small, medium, large, or clips per speaker")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preview", action="store_true", help="write a contact sheet PNG and an mp4")
+    p.add_argument("--out", default="synthtalk_preview", help="folder for the preview files")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("protocols", help="list or show protocols")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("id", nargs="?")
+    p.set_defaults(func=_cmd_protocols)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from bench.protocol import ProtocolError
+
+    try:
+        return args.func(args)
+    except ProtocolError as exc:
+        print(f"talkbench: protocol error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Markdown reports, built only from the result JSONs of one protocol (plus figures).
+
+Layout follows the papers: one table with an arrow per metric, the best value in bold and the
+second underlined, the paper's reported rows beside ours, then confidence intervals, failures,
+unavailable metrics, the detector-noise floor, figures and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+from bench.protocol import Protocol, load_protocol
+
+FLOOR_FILE = "_detector_floor.json"
+
+
+def load_results(out: Path) -> tuple[list[dict], Optional[dict]]:
+    rows, floor = [], None
+    for path in sorted(out.glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("kind") == "detector_floor":
+            floor = data
+        elif data.get("kind") == "method":
+            rows.append(data)
+    return rows, floor
+
+
+def fmt(value: Optional[float], digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}f}"
+
+
+def rank_marks(values: dict[str, Optional[float]], higher_is_better: bool) -> dict[str, str]:
+    """'best' and 'second' per row (ties share the mark) for one metric column."""
+    finite = sorted({v for v in values.values() if v is not None and not math.isnan(v)},
+                    reverse=higher_is_better)
+    marks = {}
+    for row, v in values.items():
+        if v is None or math.isnan(v):
+            continue
+        if finite and v == finite[0]:
+            marks[row] = "best"
+        elif len(finite) > 1 and v == finite[1]:
+            marks[row] = "second"
+    return marks
+
+
+def _styled(text: str, mark: Optional[str]) -> str:
+    return f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text
+
+
+def _order(protocol: Protocol, rows: list[dict]) -> list[dict]:
+    listed = [m.row for m in protocol.methods]
+    return sorted(rows, key=lambda r: (listed.index(r["row"]) if r["row"] in listed else len(listed), r["row"]))
+
+
+def _coverage(row: dict) -> str:
+    sources = row.get("landmark_source", [])
+    if "detected" in sources and "predicted" not in sources:
+        return "detected on frames"
+    points = row.get("landmark_points") or []
+    if not points:
+        return "—"
+    n = sorted({len(p) for p in points})
+    return f"{'/'.join(map(str, n))} pts, predicted"
+
+
+def main_table(protocol: Protocol, rows: list[dict]) -> list[str]:
+    labels = [m.label for m in protocol.metrics]
+    directions = {}
+    for row in rows:
+        for label in labels:
+            hib = row["metrics"].get(label, {}).get("higher_is_better")
+            if hib is not None:
+                directions[label] = hib
+    head = ["Method", "Landmarks"] + [f"{l} {'↑' if directions.get(l) else '↓' if l in directions else ''}".strip()
+                                      for l in labels]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    marks = {l: rank_marks({r["row"]: r["metrics"].get(l, {}).get("value") for r in rows},
+                           directions.get(l, False)) for l in labels}
+    for row in rows:
+        cells = [row["row"], _coverage(row)]
+        for label in labels:
+            m = row["metrics"].get(label, {})
+            cells.append("n/a" if m.get("unavailable") else _styled(fmt(m.get("value")), marks[label].get(row["row"])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
+    labels = [m.label for m in protocol.metrics]
+    lines = ["| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    for row in rows:
+        cells = [row["row"]]
+        for label in labels:
+            m = row["metrics"].get(label, {})
+            if m.get("unavailable"):
+                cells.append("unavailable")
+                continue
+            lo, hi = m.get("ci", [None, None])
+            cells.append(f"{fmt(m.get('value'))} [{fmt(lo)}, {fmt(hi)}] · N={m.get('n', 0)}, "
+                         f"failed {m.get('failures', 0)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def reference_tables(protocol: Protocol, rows: list[dict]) -> list[str]:
+    lines = []
+    for ref in protocol.reference_results:
+        lines += ["", f"### Paper: {ref['source']}, {ref['table']}", ""]
+        if ref.get("caption"):
+            lines += [f"> {ref['caption']}", ""]
+        labels = sorted({k for r in ref["rows"] for k in r["values"]},
+                        key=[m.label for m in protocol.metrics].index)
+        lines += ["| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+        for r in ref["rows"]:
+            lines.append(f"| {r['method']} (paper) | " + " | ".join(fmt(r["values"].get(l)) for l in labels) + " |")
+        for row in rows:
+            lines.append(f"| {row['row']} (talkbench) | " + " | ".join(
+                fmt(row["metrics"].get(l, {}).get("value")) for l in labels) + " |")
+    return lines
+
+
+def failure_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for row in rows:
+        for clip, reason in row.get("prediction_failures", {}).items():
+            lines.append(f"- **{row['row']}**, clip `{clip}`: prediction failed: {reason}")
+        for label, m in row["metrics"].items():
+            for clip, reason in m.get("failure_reasons", {}).items():
+                if clip not in row.get("prediction_failures", {}):
+                    lines.append(f"- **{row['row']}**, {label}, clip `{clip}`: {reason}")
+    return lines or ["None: every clip of every method was scored by every available metric."]
+
+
+def unavailable_lines(rows: list[dict]) -> list[str]:
+    seen = {}
+    for row in rows:
+        for label, m in row["metrics"].items():
+            if m.get("unavailable"):
+                seen[label] = m["unavailable"]
+    return [f"- **{k}**: {v}" for k, v in seen.items()] or ["None."]
+
+
+def floor_lines(floor: Optional[dict]) -> list[str]:
+    if not floor:
+        return ["Not measured (the dataset has no frames or the protocol names no detector)."]
+    det = floor["detector"]
+    lines = [f"The protocol's detector (`{det.get('name')}`, {det}) run on the ground-truth frames, "
+             f"compared with the dataset's exact landmarks: {floor['frames']} frames, "
+             f"{floor['missed_frames']} without a detected face. Frame-scored landmark values "
+             "below these cannot be told apart from ground truth.", "",
+             "| " + " | ".join(floor["metrics"]) + " |", "|" + "---|" * len(floor["metrics"]),
+             "| " + " | ".join(fmt(v["value"]) for v in floor["metrics"].values()) + " |"]
+    return lines
+
+
+def provenance_lines(rows: list[dict]) -> list[str]:
+    lines = ["| Method | preset | config | checkpoint sha256 | seed | device | commit | fit/load s | predict s | score s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        p, t = row["provenance"], row.get("timings", {})
+        ckpt = (p.get("checkpoint_sha256") or "—")[:12]
+        git = p.get("git", {})
+        commit = (git.get("commit") or "unknown")[:10] + (" (dirty)" if git.get("dirty") else "")
+        lines.append(f"| {row['row']} | {p.get('preset', '—')} | {p.get('config_hash', '—')} | {ckpt} | "
+                     f"{p.get('seed', '—')} | {p.get('device', '—')} | {commit} | "
+                     f"{fmt(t.get('fit_or_load_s'), 1)} | {fmt(t.get('predict_s'), 1)} | {fmt(t.get('score_s'), 1)} |")
+    if rows:
+        pk = rows[0]["provenance"].get("packages", {})
+        lines += ["", "Packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())) + "."]
+    return lines
+
+
+def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> Path:
+    protocol = load_protocol(protocol) if isinstance(protocol, str) else protocol
+    out.mkdir(parents=True, exist_ok=True)
+    rows, floor = load_results(out)
+    rows = _order(protocol, rows)
+    figure_files = []
+    if figures and rows:
+        from bench.figures import make_figures
+
+        figure_files = make_figures(protocol, rows, out / "figures")
+    n_clips = rows[0]["clips"] if rows else 0
+    lines = [f"# {protocol.title}", "",
+             f"Protocol `{protocol.id}` v{protocol.version} (sha256 `{protocol.hash[:16]}`), dataset "
+             f"`{protocol.dataset}`, {n_clips} test clips at {protocol.fps:g} fps. Regenerate with "
+             f"`talkbench run {protocol.id}`; this file is rebuilt from the JSONs beside it by "
+             f"`talkbench report {protocol.id}`.", "",
+             "## Results", "", "↓ lower is better, ↑ higher is better; **best**, <u>second</u>. "
+             "Landmark metrics of methods that output landmarks use the exact reference landmarks; "
+             "methods that output only frames are scored through the protocol's detector on both sides.", ""]
+    lines += main_table(protocol, rows) if rows else ["No results yet: run `talkbench run " + protocol.id + "`."]
+    if protocol.reference_results:
+        lines += ["", "## Paper-reported results beside talkbench's"] + reference_tables(protocol, rows)
+    lines += ["", "## Mean, 95% bootstrap CI, clips scored and failures", "",
+              f"Percentile bootstrap over clips, {protocol.bootstrap['samples']} resamples, seed "
+              f"{protocol.bootstrap['seed']}.", ""]
+    lines += ci_table(protocol, rows)
+    lines += ["", "## Detector-noise floor", ""] + floor_lines(floor)
+    lines += ["", "## Failures", ""] + failure_lines(rows)
+    lines += ["", "## Unavailable metrics", ""] + unavailable_lines(rows)
+    if figure_files:
+        lines += ["", "## Figures", ""]
+        for path, caption in figure_files:
+            lines += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
+    lines += ["", "## Provenance", ""] + provenance_lines(rows)
+    path = out / "README.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
