@@ -165,8 +165,10 @@ def _typed(mapping: dict, key: str, kind: type, where: Optional[str] = None) -> 
     if key not in mapping:
         raise ProtocolError(f"missing required key {where!r}")
     value = mapping[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ProtocolError(f"{where}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise ProtocolError(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
     return value
 
 

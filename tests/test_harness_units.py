@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from bench.cache import Cache, key_of
+from bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bench.stats import bootstrap_ci
+from bench.video import VideoError, read_video, write_mp4
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    path = tmp_path / "m.ckpt.npz"
+    sha = save_checkpoint(path, "m", {"lr": 0.1}, state)
+    assert sha == save_checkpoint(tmp_path / "again.npz", "m", {"lr": 0.1}, state)  # deterministic
+    config, loaded = load_checkpoint(path, "m", {"lr": 0.1})
+    assert config == {"lr": 0.1} and np.array_equal(loaded["w"], state["w"])
+    with pytest.raises(CheckpointError, match="lr: checkpoint 0.1 vs requested 0.2"):
+        load_checkpoint(path, "m", {"lr": 0.2})
+    with pytest.raises(CheckpointError, match="for method 'm'"):
+        load_checkpoint(path, "other")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.npz", "m")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_checkpoint(tmp_path / "bad.npz", "m")
+
+
+def test_bootstrap_ci_hand_cases():
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert bootstrap_ci([5.0]) == (5.0, 5.0)
+    lo, hi = bootstrap_ci(list(range(100)), samples=2000, seed=1)
+    # the mean of 0..99 is 49.5 with standard error 29.01/sqrt(100) = 2.9: the CI is about ±5.7
+    assert 43 < lo < 45.5 and 53.5 < hi < 56
+    assert bootstrap_ci(list(range(100)), seed=3) == bootstrap_ci(list(range(100)), seed=3)
+    lo, hi = bootstrap_ci([float("inf"), float("inf")])
+    assert lo == hi == float("inf")
+
+
+def test_cache_is_keyed_by_content(tmp_path):
+    cache = Cache(tmp_path)
+    k1, k2 = key_of("a", {"x": 1}), key_of("a", {"x": 2})
+    assert k1 != k2 and k1 == key_of("a", {"x": 1})
+    cache.put_json("ns", k1, {"value": 1.5})
+    assert cache.get_json("ns", k1) == {"value": 1.5} and cache.get_json("ns", k2) is None
+    path = next((tmp_path / "ns").rglob("*.json"))
+    path.write_text('{"value": 1.')  # a write cut short by a kill is recomputed, not trusted
+    assert cache.get_json("ns", k1) is None
+
+
+def test_video_round_trip_keeps_audio_aligned(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = np.zeros((25, 64, 64, 3), np.uint8)
+    frames[:, 16:48, 16:48] = np.linspace(40, 220, 25).astype(np.uint8)[:, None, None, None]
+    audio = np.convolve(rng.normal(0, 0.1, 16000), np.ones(4) / 4, mode="same").astype(np.float32)
+    write_mp4(tmp_path / "v.mp4", frames, 25, audio, 16000)
+    video = read_video(tmp_path / "v.mp4")
+    assert video.frames.shape == frames.shape and video.fps == 25 and video.sample_rate == 16000
+    assert np.abs(video.frames.astype(int) - frames).mean() < 3
+    seg = audio[2000:10000]
+    lags = range(-1500, 1500)
+    best = max(lags, key=lambda k: float(np.dot(video.audio[2000 + k:10000 + k], seg)))
+    assert best == 0  # AAC priming is trimmed: sound and picture stay in sync
+
+
+def test_unreadable_video_gives_clear_error(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(VideoError, match="bad.mp4"):
+        read_video(bad)
+    with pytest.raises(VideoError, match="no such file"):
+        read_video(tmp_path / "missing.mp4")

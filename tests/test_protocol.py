@@ -1,0 +1,98 @@
+import copy
+import json
+
+import pytest
+import yaml
+
+from bench.protocol import (ProtocolError, load_protocol, parse_protocol, protocol_hash,
+                            resolve_split)
+
+
+@pytest.fixture
+def raw():
+    return yaml.safe_load(open(load_protocol("synthtalk").path))
+
+
+def test_shipped_protocol_loads(raw):
+    p = load_protocol("synthtalk")
+    assert p.id == "synthtalk" and p.fps == 25
+    assert [m.label for m in p.metrics][:4] == ["M-LD", "M-LVD", "F-LD", "F-LVD"]
+    assert p.hash == protocol_hash(raw)
+
+
+def test_hash_changes_with_content_not_key_order(raw):
+    reordered = dict(reversed(list(raw.items())))
+    assert protocol_hash(reordered) == protocol_hash(raw)
+    changed = copy.deepcopy(raw)
+    changed["preprocessing"]["fps"] = 30
+    assert protocol_hash(changed) != protocol_hash(raw)
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda r: r.pop("metrics"), "'metrics'"),
+    (lambda r: r.update(bogus=1), "'bogus'"),
+    (lambda r: r["preprocessing"].update(fps="fast"), "preprocessing.fps"),
+    (lambda r: r["preprocessing"].update(fps=-1), "preprocessing.fps"),
+    (lambda r: r["preprocessing"].update(colour=1), "preprocessing.colour"),
+    (lambda r: r["split"].update(rule="random"), "split.rule"),
+    (lambda r: r["split"]["counts"].update(test=0), "split.counts.test"),
+    (lambda r: r["metrics"].append({"label": "x"}), "metrics[7]"),
+    (lambda r: r["metrics"].append({"name": "LMD", "label": "M-LD"}), "duplicate labels"),
+    (lambda r: r.update(windowing={"mode": "fixed"}), "windowing.seconds"),
+    (lambda r: r.update(landmarks_from="guess"), "landmarks_from"),
+    (lambda r: r.update(reference_results=[{"source": "x", "table": "1",
+                                            "rows": [{"method": "a", "values": {"FID": 3}}]}]),
+     "values.FID"),
+    (lambda r: r.update(methods=[{"name": "static", "preset": "tiny", "lr": 3}]), "methods[0].lr"),
+])
+def test_malformed_protocol_names_the_bad_key(raw, mutate, needle):
+    mutate(raw)
+    with pytest.raises(ProtocolError) as err:
+        parse_protocol(raw)
+    assert needle in str(err.value)
+
+
+def test_invalid_yaml_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("id: [unclosed\n")
+    with pytest.raises(ProtocolError, match="not valid YAML"):
+        load_protocol(path)
+
+
+def test_unknown_protocol_lists_known():
+    with pytest.raises(ProtocolError, match="synthtalk"):
+        load_protocol("no-such-protocol")
+
+
+def test_speaker_split_is_expanded_once_and_pinned(raw, tmp_path, monkeypatch):
+    monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
+    raw["id"] = "pin-test"
+    p = parse_protocol(raw)
+    speakers = [f"spk{i:02d}" for i in range(1, 13)]
+    split = resolve_split(p, speakers)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [8, 1, 3]
+    assert not set(split["train"]) & set(split["test"])
+    pinned = list((tmp_path / "splits").glob("pin-test-*.json"))
+    assert len(pinned) == 1
+    body = json.loads(pinned[0].read_text())
+    assert body["speakers"] == split
+    # the pinned file wins even if the dataset's speaker order changes
+    assert resolve_split(p, list(reversed(speakers))) == split
+    with pytest.raises(ProtocolError, match="does not have"):
+        resolve_split(p, speakers[:5])
+    raw["split"]["seed"] = 1  # a changed rule is a new protocol hash, hence a new pin
+    resolve_split(parse_protocol(raw), speakers)
+    assert len(list((tmp_path / "splits").glob("pin-test-*.json"))) == 2
+
+
+def test_shipped_pin_refuses_a_changed_rule(raw, tmp_path, monkeypatch):
+    import bench.protocol as bp
+
+    monkeypatch.setattr(bp, "PROTOCOL_DIR", tmp_path)
+    (tmp_path / "splits").mkdir()
+    p = parse_protocol(raw)
+    speakers = [f"spk{i:02d}" for i in range(1, 13)]
+    (tmp_path / "splits" / "synthtalk.json").write_text(json.dumps(
+        {"rule": {**raw["split"], "seed": 7}, "speakers": {"train": [], "val": [], "test": ["spk01"]}}))
+    with pytest.raises(ProtocolError, match="rule changed"):
+        resolve_split(p, speakers)
