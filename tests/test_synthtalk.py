@@ -172,6 +172,13 @@ def test_interrupted_build_resumes(tiny, tmp_path):
     assert victim.exists() and kept.stat().st_mtime_ns == kept_stamp  # only the missing clip redone
     assert _hashes(root) == _hashes(tiny)
     assert (root / "index.json").read_bytes() == (tiny / "index.json").read_bytes()
+    # A damaged file, or one made with another seed, is made again rather than trusted.
+    other = corpus.build(tmp_path / "seed1", size=1, seed=1, progress=False)
+    (root / "clips" / "spk02_000.npz").write_bytes((other / "clips" / "spk02_000.npz").read_bytes())
+    (root / "clips" / "spk03_000.npz").write_bytes(b"PK\x03\x04 truncated")
+    (root / "index.json").unlink()
+    corpus.build(root, size=1, seed=0, progress=False)
+    assert _hashes(root) == _hashes(tiny)
 
 
 def test_sizes():

@@ -138,6 +138,7 @@ def make_clip(seed: int, number: int, index: int, identity: face.Identity) -> tu
         phoneme_times=np.array([p[1:] for p in said.phonemes], np.float32).reshape(-1, 2),
         words=np.array([w[0] for w in said.words]),
         word_times=np.array([w[1:] for w in said.words], np.float32).reshape(-1, 2),
+        provenance=np.array([VERSION, seed, number, index], np.int64),  # what made this file
     )
     return arrays, _entry(number, index, emotion, intensity, said.text, num_frames)
 
@@ -242,9 +243,15 @@ def _existing_entry(path: Path, seed: int, number: int, index: int) -> dict | No
     """Index entry of a clip file left by an earlier, interrupted build (None if absent)."""
     if not path.is_file():
         return None
+    try:
+        with np.load(path) as data:
+            made_by = data["provenance"].tolist()
+            num_frames = int(data["landmarks"].shape[0])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # unreadable: make it again
+    if made_by != [VERSION, seed, number, index]:  # left by another corpus version or seed
+        return None
     _, emotion, intensity, shown, _ = _clip_labels(seed, number, index)
-    with np.load(path) as data:
-        num_frames = int(data["landmarks"].shape[0])
     return _entry(number, index, emotion, intensity, " ".join(shown), num_frames)
 
 

@@ -61,7 +61,12 @@ def _mirror(points: list[tuple[float, float, float]]) -> list[tuple[float, float
 
 
 def base_shape(jaw_squareness: float = 2.4) -> np.ndarray:
-    """The neutral 68 x 3 shape of an average adult face, built from facial proportions."""
+    """The neutral 68 x 3 shape of an average adult face, built from facial proportions.
+
+    The numbers were then nudged (by a few millimetres) towards where dlib's 68-point predictor,
+    run on frames of this face, puts its points, so that the drawn face and the iBUG annotation
+    convention the predictor learnt agree (see render.py).
+    """
     pts = np.zeros((68, 3))
     # Jaw 0-16: lower half of a superellipse from beside the outer eye corner round the chin
     # (larger exponents give a squarer jaw), with the points evenly spaced along it as in iBUG's
@@ -76,7 +81,8 @@ def base_shape(jaw_squareness: float = 2.4) -> np.ndarray:
     pts[:17, 1] = np.interp(at, arc, curve[:, 1])
     pts[:17, 2] = -8.0 - 62.0 * np.abs(pts[:17, 0] / 68.0) ** 1.5
     # Brows 17-21 (image left, outer to inner) and 22-26 (inner to outer).
-    right_brow = [(-55, -18.5, -16), (-45.5, -27, -8), (-33, -29.5, -3), (-21, -27, 0), (-9.5, -20.5, 1)]
+    right_brow = [(-55, -18.5, -16), (-45.5, -27, -8), (-33, -29.5, -3), (-21, -27, 0),
+                  (-9.5, -20.5, 1)]
     pts[17:22] = right_brow
     pts[22:27] = _mirror(right_brow)[::-1]
     # Nose: bridge 27-30 down to the tip, nostril base 31-35.
@@ -106,10 +112,6 @@ class Identity:
     motion_scale: float = 1.0  # how much this speaker moves the head
     blink_rate_hz: float = 0.3
     articulation: float = 1.0  # how wide this speaker opens the mouth
-
-    @property
-    def mouth_width(self) -> float:
-        return float(self.shape[54, 0] - self.shape[48, 0])
 
 
 def sample_identity(rng: np.random.Generator, sex: str = "m") -> Identity:

@@ -1,4 +1,4 @@
-"""A look at the corpus: a contact sheet (frames with their landmarks) and a short video with sound."""
+"""A look at the corpus: a contact sheet (frames with landmarks) and a short video with sound."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def contact_sheet(clips: Sequence[Clip], columns: int = SHEET_COLUMNS, rows: int
         index = np.linspace(0, clip.num_frames - 1, columns).round().astype(int)
         frames = clip.frames
         row = [_overlay(frames[t], clip.landmarks[t]) for t in index]
-        caption = f"{clip.id} {clip.emotion}-{clip.intensity}: {clip.text or ''}"
-        cv2.putText(row[0], caption[:34], (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255),
-                    1, cv2.LINE_AA)
+        for line, text in enumerate((f"{clip.id} {clip.emotion} {clip.intensity}", clip.text or "")):
+            cv2.putText(row[0], text, (4, 14 + 14 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (255, 255, 255), 1, cv2.LINE_AA)
         tiles.append(np.concatenate(row, axis=1))
         clip.release_frames()
     if not tiles:

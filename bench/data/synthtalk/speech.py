@@ -21,6 +21,7 @@ import ctypes
 import os
 import pickle
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,7 +143,11 @@ class _Espeak:
         if not hasattr(os, "fork"):  # no fork (Windows): reproducible only within one process
             return self.synth(*args)
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns about fork() in a process with threads (torch's, say); the
+            # child only runs espeak-ng's C code and writes to a pipe, so no lock can bite.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+            pid = os.fork()
         if pid == 0:  # child: synthesize, send the result, leave without running Python cleanup
             status = 0
             try:
