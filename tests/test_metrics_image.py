@@ -38,7 +38,7 @@ def test_contract():
     for name, cls in (("PSNR", PSNR), ("SSIM", SSIM)):
         assert METRICS[name] is cls
         assert cls.level == "clip" and cls.needs == ("frames",) and cls.higher_is_better
-    assert build_metric("PSNR").params == {"data_range": 255.0, "color": "rgb"}
+    assert build_metric("PSNR").params == {"data_range": 255.0, "color": "rgb", "max_db": 100.0}
     assert build_metric("SSIM").params == {"data_range": 255.0, "color": "rgb", "border": "valid"}
 
 
@@ -80,10 +80,17 @@ def test_psnr_single_pixel():
 
 def test_psnr_identical_is_inf():
     ref = frames(t=3)
-    assert build_metric("PSNR").clip_value(pair(ref.copy(), ref)) == float("inf")
+    uncapped = build_metric("PSNR", {"max_db": None})
+    assert uncapped.clip_value(pair(ref.copy(), ref)) == float("inf")
+    assert build_metric("PSNR").clip_value(pair(ref.copy(), ref)) == 100.0
     pred = ref.copy()
     pred[0] ^= 1  # one frame differs, two are exact copies: the mean is still +inf
-    assert build_metric("PSNR").clip_value(pair(pred, ref)) == float("inf")
+    assert uncapped.clip_value(pair(pred, ref)) == float("inf")
+    # capped: (100 + 100 + PSNR of the changed frame) / 3, that frame's MSE = 1 exactly (xor 1)
+    expected = (200 + 10 * np.log10(255 ** 2 / 1.0)) / 3
+    assert build_metric("PSNR").clip_value(pair(pred, ref)) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="max_db"):
+        build_metric("PSNR", {"max_db": -3})
 
 
 def test_psnr_data_range_float_frames():
