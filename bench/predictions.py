@@ -62,7 +62,8 @@ def validate(pred: Prediction, clip: Clip) -> Prediction:
 
 
 def save_prediction(directory: Path, pred: Prediction, clip: Clip) -> Path:
-    """Write `<id>.npz` (exact arrays) and `<id>.mp4` (frames, or a landmark drawing, + audio)."""
+    """Write `<id>.npz` (exact arrays) and a video with the driving audio: `<id>.mp4` of the frames,
+    or, for landmark-only predictions, `<id>.landmarks.mp4` (a drawing to look at, never scored)."""
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {}
     if pred.landmarks is not None:
@@ -75,8 +76,11 @@ def save_prediction(directory: Path, pred: Prediction, clip: Clip) -> Path:
     tmp = npz.with_name(npz.name + ".tmp")
     with open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
-    video = pred.frames if pred.frames is not None else draw_landmarks(pred, clip)
-    write_mp4(directory / f"{pred.clip_id}.mp4", video, clip.fps, clip.audio, clip.sample_rate)
+    if pred.frames is not None:
+        write_mp4(directory / f"{pred.clip_id}.mp4", pred.frames, clip.fps, clip.audio, clip.sample_rate)
+    else:
+        write_mp4(directory / f"{pred.clip_id}.landmarks.mp4", draw_landmarks(pred, clip), clip.fps,
+                  clip.audio, clip.sample_rate)
     tmp.replace(npz)  # the .npz lands last: its presence marks a complete prediction
     return npz
 
