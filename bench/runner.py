@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from baselines import build_method, method_class
 from baselines.base import Method, MethodInput, Prediction
-from bench.cache import Cache
+from bench.cache import key_of
 from bench.checkpoint import file_sha256
 from bench.clip import Clip
-from bench.datasets import load_splits
+from bench.datasets import clip_hash, load_splits
 from bench.paths import repo_root, talkbench_home
 from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
@@ -207,9 +207,13 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
         values = {}
         for clip_id, (lmk, found) in detections.items():
             clip = scorer.clips[clip_id]
-            pair = ClipPair(clip_id, {"landmarks": lmk}, {"landmarks": clip.landmarks},
-                            frame_mask=found, fps=clip.fps)
-            values[clip_id] = float(metric.clip_value(pair))
+            key = key_of("detector_floor", metric.identity(), clip_hash(clip), scorer.extractor.identity())
+            got = scorer.clip_value(metric, key, lambda: ClipPair(
+                clip_id, {"landmarks": lmk}, {"landmarks": clip.landmarks}, frame_mask=found, fps=clip.fps))
+            if "value" in got:
+                values[clip_id] = got["value"]
+            else:
+                failures[clip_id] = got["error"]
         rows[spec.label] = {"value": float(np.mean(list(values.values()))) if values else None,
                             "n": len(values), "per_clip": values}
     return {

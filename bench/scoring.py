@@ -134,17 +134,9 @@ class Scorer:
                     continue
                 key = key_of("metric", metric.identity(), clip_hash(clip), pred_key,
                              self.landmark_source(pred), self._extractor_identity(pred, metric))
-                cached = self.cache.get_json("metric", key)
-                if cached is None:
-                    try:
-                        pair = pair or self.pair(clip, pred, pred_key)
-                        cached = {"value": float(metric.clip_value(pair))}
-                    except MetricError as exc:
-                        cached = {"error": str(exc)}
-                    except Exception as exc:  # a detector crash must not end the run
-                        log.exception("metric %s failed on %s", metric.name, clip_id)
-                        cached = {"error": f"{type(exc).__name__}: {exc}"}
-                    self.cache.put_json("metric", key, cached)
+                if pair is None and self.cache.get_json("metric", key) is None:
+                    pair = self.pair(clip, pred, pred_key)
+                cached = self.clip_value(metric, key, lambda: pair)
                 if "value" in cached:
                     outcome.per_clip[clip_id] = cached["value"]
                 else:
@@ -155,6 +147,20 @@ class Scorer:
             if metric is not None and metric.level == "set":
                 self._score_set(outcome, predictions, pred_keys)
         return outcomes
+
+    def clip_value(self, metric: Metric, key: str, make_pair) -> dict:
+        """{"value": v} or {"error": reason} for one clip, from the cache or computed and cached."""
+        cached = self.cache.get_json("metric", key)
+        if cached is None:
+            try:
+                cached = {"value": float(metric.clip_value(make_pair()))}
+            except MetricError as exc:
+                cached = {"error": str(exc)}
+            except Exception as exc:  # a detector or metric crash is this clip's failure, not the run's
+                log.exception("metric %s failed", metric.name)
+                cached = {"error": f"{type(exc).__name__}: {exc}"}
+            self.cache.put_json("metric", key, cached)
+        return cached
 
     def _score_set(self, outcome: MetricOutcome, predictions: dict[str, Prediction],
                    pred_keys: dict[str, str]) -> None:

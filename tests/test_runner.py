@@ -1,0 +1,166 @@
+"""End to end: run a small synthtalk protocol, score external predictions, survive bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from bench.cli import main
+from bench.datasets import load_splits
+from bench.protocol import load_protocol
+from bench.runner import run, score_directory
+from bench.scoring import Scorer
+from bench.video import write_mp4
+from metrics.base import Metric
+
+METHODS = ["ground_truth", "static", "mean_motion", "audio_energy"]
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """The shipped synthtalk protocol on 2 clips per speaker (6 test clips)."""
+    tmp = tmp_path_factory.mktemp("mini")
+    raw = yaml.safe_load(open(load_protocol("synthtalk").path))
+    raw["id"] = "synthtalk-mini"
+    raw["dataset"]["options"] = {"size": 2, "seed": 0}
+    path = tmp / "synthtalk-mini.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = run(str(path), out_root=tmp / "results", progress=False)
+    return path, out
+
+
+def result(out, row):
+    return json.loads((out / f"{row}.json").read_text())
+
+
+def test_run_writes_results_and_report(mini):
+    path, out = mini
+    for row in METHODS:
+        r = result(out, row)
+        assert r["clips"] == 6 and not r["prediction_failures"]
+        assert r["provenance"]["protocol_hash"] if "protocol_hash" in r["provenance"] else r["protocol_hash"]
+        assert r["provenance"]["git"]["commit"]
+    report = (out / "README.md").read_text()
+    assert "| ground_truth |" in report and "M-LD ↓" in report and "PSNR ↑" in report
+    assert "Detector-noise floor" in report
+    assert (out / "figures" / "landmark_overlay.png").exists()
+    assert (out / "figures" / "mouth_opening.png").exists()
+
+
+def test_ground_truth_is_best_and_audio_beats_static(mini):
+    _, out = mini
+    gt = result(out, "ground_truth")["metrics"]
+    assert gt["M-LD"]["value"] == 0 and gt["F-LVD"]["value"] == 0 and gt["LMD"]["value"] == 0
+    assert gt["PSNR"]["value"] == 100.0 and gt["SSIM"]["value"] == 1.0
+    for row in METHODS[1:]:
+        m = result(out, row)["metrics"]
+        assert m["M-LD"]["value"] > 0
+        for label in ("PSNR", "SSIM"):
+            if m[label]["n"]:
+                assert m[label]["value"] < gt[label]["value"]
+    assert result(out, "audio_energy")["metrics"]["M-LD"]["value"] < result(out, "static")["metrics"]["M-LD"]["value"]
+    # landmark-only methods have no frames: their image metrics are counted failures, not zeros
+    ae = result(out, "audio_energy")["metrics"]["PSNR"]
+    assert ae["value"] is None and ae["failures"] == 6 and "no frames" in next(iter(ae["failure_reasons"].values()))
+
+
+def test_detector_floor_is_reported(mini):
+    _, out = mini
+    floor = result(out, "_detector_floor")
+    assert floor["missed_frames"] == 0
+    assert 0 < floor["metrics"]["F-LD"]["value"] < 4  # dlib on our renders: about 2 px
+
+
+def gt_predictions(out):
+    return load_protocol_path_dir(out, "ground_truth")
+
+
+def load_protocol_path_dir(out, row):
+    from bench.paths import talkbench_home
+
+    return talkbench_home() / result(out, row)["provenance"]["predictions"]
+
+
+def test_score_reproduces_the_ground_truth_row(mini, tmp_path):
+    path, out = mini
+    assert main(["score", str(path), "--predictions", str(gt_predictions(out)), "--name", "gt_again",
+                 "--results", str(tmp_path), "--quiet"]) == 0
+    again = json.loads((tmp_path / "synthtalk-mini" / "gt_again.json").read_text())["metrics"]
+    for label, m in result(out, "ground_truth")["metrics"].items():
+        assert again[label]["value"] == m["value"] and again[label]["per_clip"] == m["per_clip"]
+
+
+def test_bad_predictions_are_counted_failures(mini, tmp_path):
+    path, out = mini
+    protocol = load_protocol(path)
+    clips = load_splits(protocol)["test"]
+    bad = tmp_path / "bad"
+    shutil.copytree(gt_predictions(out), bad)
+    ids = [c.id for c in clips]
+    # 0: wrong number of frames
+    with np.load(bad / f"{ids[0]}.npz") as d:
+        arrays = dict(d)
+    np.savez(bad / f"{ids[0]}.npz", landmarks=arrays["landmarks"][:-3], frames=arrays["frames"][:-3])
+    # 1: NaN landmarks
+    with np.load(bad / f"{ids[1]}.npz") as d:
+        arrays = dict(d)
+    arrays["landmarks"][5, 10] = np.nan
+    np.savez(bad / f"{ids[1]}.npz", **arrays)
+    # 2: only an unreadable video
+    (bad / f"{ids[2]}.npz").unlink()
+    (bad / f"{ids[2]}.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x13" * 500)
+    # 3: a video with no face in it (frames only, so landmarks come from the detector)
+    (bad / f"{ids[3]}.npz").unlink()
+    blank = np.full((clips[3].num_frames, 256, 256, 3), 128, np.uint8)
+    write_mp4(bad / f"{ids[3]}.mp4", blank, 25, clips[3].audio, 16000)
+    # 4: missing entirely
+    (bad / f"{ids[4]}.npz").unlink()
+    (bad / f"{ids[4]}.mp4").unlink()
+    scorer = Scorer(protocol, clips)
+    r = score_directory(protocol, scorer, bad, "bad", {}, progress=False)
+    fails = r["prediction_failures"]
+    assert "have 72 frames" in fails[ids[0]] or "frames, the reference has" in fails[ids[0]]
+    assert "NaN" in fails[ids[1]]
+    assert "unreadable" in fails[ids[2]]
+    assert "no prediction" in fails[ids[4]]
+    mld = r["metrics"]["M-LD"]
+    assert ids[3] in mld["failure_reasons"] and "no valid frame" in mld["failure_reasons"][ids[3]].lower()
+    assert mld["n"] == 1 and mld["failures"] == 5  # every clip is a value or a counted failure
+    assert r["metrics"]["PSNR"]["per_clip"][ids[3]] < 20  # frames of a blank video still get PSNR
+    assert r["landmark_source"] == ["detected", "predicted"]
+
+
+def test_rerun_reuses_every_cached_value(mini, monkeypatch):
+    path, out = mini
+    before = {row: result(out, row)["metrics"] for row in METHODS}
+
+    def refuse(self, pair):
+        raise AssertionError("a cached metric value was recomputed")
+
+    monkeypatch.setattr(Metric, "clip_value", refuse)
+    for cls in Metric.__subclasses__():
+        monkeypatch.setattr(cls, "clip_value", refuse)
+    run(str(path), out_root=out.parent, progress=False)
+    for row in METHODS:
+        after = result(out, row)["metrics"]
+        assert {k: v["per_clip"] for k, v in after.items()} == {k: v["per_clip"] for k, v in before[row].items()}
+
+
+def test_interrupted_run_predicts_only_what_is_missing(mini):
+    path, out = mini
+    pred_dir = load_protocol_path_dir(out, "static")
+    victim = sorted(pred_dir.glob("*.npz"))[0]
+    others = {p.name: p.stat().st_mtime_ns for p in pred_dir.glob("*.npz") if p != victim}
+    victim.unlink()
+    run(str(path), methods=["static"], out_root=out.parent, progress=False)
+    assert victim.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in pred_dir.glob("*.npz") if p != victim} == others
+
+
+def test_cli_reports_a_malformed_protocol(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\nversion: 1\n")
+    assert main(["run", str(bad)]) == 2
+    assert "missing required key 'dataset'" in capsys.readouterr().err
