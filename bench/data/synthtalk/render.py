@@ -77,6 +77,9 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
         return tuple(int(np.clip(v + rng.normal() * amount, 0, 255)) for v in c)
 
     skin = jitter(_SKIN_TONES[rng.integers(len(_SKIN_TONES))], 6)
+    # Very dark renderings lose the small intensity differences dlib's predictor relies on
+    # (its points then slide off the features), so the darkest tones are lit up a little.
+    skin = tuple(int(min(255, v * max(1.0, 115.0 / _luma(skin)))) for v in skin)
     lips = tuple(int(np.clip(v, 0, 255)) for v in np.array(skin) * (0.78, 0.55, 0.58) + (20, 5, 10))
     hair = jitter(_HAIR[rng.integers(len(_HAIR))], 8)
     background = jitter(_BACKGROUNDS[rng.integers(len(_BACKGROUNDS))], 10)

@@ -140,7 +140,7 @@ class _Espeak:
 
     def synth_isolated(self, *args) -> tuple[np.ndarray, list[tuple[int, int, int, bytes]]]:
         """`synth` run in a forked child, so this process's library state is never advanced."""
-        if not hasattr(os, "fork"):  # no fork (Windows): reproducible only within one process
+        if not hasattr(os, "fork"):  # no fork (Windows): output then depends on earlier calls
             return self.synth(*args)
         read_fd, write_fd = os.pipe()
         with warnings.catch_warnings():
