@@ -106,6 +106,7 @@ class MeanMotion(Method):
 @dataclass
 class AudioEnergyConfig(MethodConfig):
     quantile: float = 0.95  # per-clip energy is divided by this quantile: loudness-invariant
+    smooth_frames: int = 7  # Hann window over the energy: a jaw cannot follow frame-level flicker
 
     PRESETS: ClassVar[dict] = {"tiny": {}, "paper": {}}
 
@@ -126,6 +127,10 @@ class AudioEnergy(Method):
 
     def _energy(self, audio: np.ndarray, sample_rate: int, fps: float, num_frames: int) -> np.ndarray:
         rms = frame_rms(audio, sample_rate, fps, num_frames)
+        k = self.config.smooth_frames
+        if k > 1:
+            window = np.hanning(k + 2)[1:-1]
+            rms = np.convolve(np.pad(rms, (k // 2, (k - 1) // 2), mode="edge"), window / window.sum(), mode="valid")
         scale = np.quantile(rms, self.config.quantile)
         return rms / scale if scale > 0 else np.zeros_like(rms)
 

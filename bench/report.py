@@ -88,7 +88,12 @@ def main_table(protocol: Protocol, rows: list[dict]) -> list[str]:
         cells = [row["row"], _coverage(row)]
         for label in labels:
             m = row["metrics"].get(label, {})
-            cells.append("n/a" if m.get("unavailable") else _styled(fmt(m.get("value")), marks[label].get(row["row"])))
+            if m.get("unavailable"):
+                cells.append("unavailable")
+            elif m.get("not_applicable"):
+                cells.append("n/a")
+            else:
+                cells.append(_styled(fmt(m.get("value")), marks[label].get(row["row"])))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -100,8 +105,8 @@ def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
         cells = [row["row"]]
         for label in labels:
             m = row["metrics"].get(label, {})
-            if m.get("unavailable"):
-                cells.append("unavailable")
+            if m.get("unavailable") or m.get("not_applicable"):
+                cells.append("unavailable" if m.get("unavailable") else "n/a")
                 continue
             lo, hi = m.get("ci", [None, None])
             cells.append(f"{fmt(m.get('value'))} [{fmt(lo)}, {fmt(hi)}] · N={m.get('n', 0)}, "
@@ -128,15 +133,30 @@ def reference_tables(protocol: Protocol, rows: list[dict]) -> list[str]:
 
 
 def failure_lines(rows: list[dict]) -> list[str]:
+    """Every failed clip, grouped by method, metric and reason so long lists stay readable."""
     lines = []
     for row in rows:
         for clip, reason in row.get("prediction_failures", {}).items():
             lines.append(f"- **{row['row']}**, clip `{clip}`: prediction failed: {reason}")
         for label, m in row["metrics"].items():
+            groups: dict[str, list[str]] = {}
             for clip, reason in m.get("failure_reasons", {}).items():
                 if clip not in row.get("prediction_failures", {}):
-                    lines.append(f"- **{row['row']}**, {label}, clip `{clip}`: {reason}")
-    return lines or ["None: every clip of every method was scored by every available metric."]
+                    groups.setdefault(reason, []).append(clip)
+            for reason, clips in groups.items():
+                shown = ", ".join(f"`{c}`" for c in clips[:8]) + (f" and {len(clips) - 8} more" if len(clips) > 8 else "")
+                lines.append(f"- **{row['row']}**, {label}, {len(clips)} clip(s): {reason} ({shown})")
+    return lines or ["None: every clip of every method was scored by every metric that applies to it."]
+
+
+def not_applicable_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for row in rows:
+        labels = [label for label, m in row["metrics"].items() if m.get("not_applicable")]
+        if labels:
+            reason = row["metrics"][labels[0]]["not_applicable"]
+            lines.append(f"- **{row['row']}**: {', '.join(labels)} ({reason})")
+    return lines or ["None."]
 
 
 def unavailable_lines(rows: list[dict]) -> list[str]:
@@ -152,7 +172,8 @@ def floor_lines(floor: Optional[dict]) -> list[str]:
     if not floor:
         return ["Not measured (the dataset has no frames or the protocol names no detector)."]
     det = floor["detector"]
-    lines = [f"The protocol's detector (`{det.get('name')}`, {det}) run on the ground-truth frames, "
+    details = ", ".join(f"{k} {v}" for k, v in det.items() if k != "name")
+    lines = [f"The protocol's detector (`{det.get('name')}`: {details}) run on the ground-truth frames, "
              f"compared with the dataset's exact landmarks: {floor['frames']} frames, "
              f"{floor['missed_frames']} without a detected face. Frame-scored landmark values "
              "below these cannot be told apart from ground truth.", "",
@@ -206,6 +227,8 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += ci_table(protocol, rows)
     lines += ["", "## Detector-noise floor", ""] + floor_lines(floor)
     lines += ["", "## Failures", ""] + failure_lines(rows)
+    lines += ["", "## Not applicable (the method does not output what the metric needs)", ""]
+    lines += not_applicable_lines(rows)
     lines += ["", "## Unavailable metrics", ""] + unavailable_lines(rows)
     if figure_files:
         lines += ["", "## Figures", ""]

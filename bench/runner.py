@@ -158,9 +158,10 @@ def score_directory(protocol: Protocol, scorer: Scorer, pred_dir: Path, row: str
             failures[clip_id] = str(exc)
         finally:
             clip.release_frames()
-    outcomes = scorer.score(predictions, keys, failures)
-    timings = {**(timings or {}), "score_s": time.perf_counter() - start}
+    # Declared outputs for our methods; for external predictions, what the files hold.
     seen_outputs = outputs or sorted(set().union(*(p.fields() for p in predictions.values())) if predictions else [])
+    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs))
+    timings = {**(timings or {}), "score_s": time.perf_counter() - start}
     points = sorted({tuple(p.points) for p in predictions.values() if p.landmarks is not None})
     sources = sorted({scorer.landmark_source(p) for p in predictions.values()})
     return {

@@ -34,6 +34,7 @@ class MetricOutcome:
     per_clip: dict[str, float] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     unavailable: Optional[str] = None
+    not_applicable: Optional[str] = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -111,22 +112,39 @@ class Scorer:
                         meta={"landmark_source": source, **meta})
 
     # -- metrics --------------------------------------------------------------------------------
+    def applicable(self, metric: Metric, outputs: set[str]) -> Optional[str]:
+        """Why a metric does not apply to a method with these outputs (None if it does)."""
+        have = set(outputs)
+        if "frames" in have and self.protocol.landmarks_from != "predicted":
+            have.add("landmarks")  # the detector finds them on the frames
+        if self.protocol.landmarks_from == "detected" and "frames" not in outputs:
+            have.discard("landmarks")
+        missing = [f for f in metric.needs if f not in have]
+        return f"the method outputs no {', '.join(missing)}" if missing else None
+
     def score(self, predictions: dict[str, Prediction], pred_keys: dict[str, str],
-              prediction_failures: dict[str, str]) -> list[MetricOutcome]:
-        """Per-clip values of every metric; every clip ends as a value or a counted failure."""
+              prediction_failures: dict[str, str], outputs: set[str]) -> list[MetricOutcome]:
+        """Per-clip values of every metric; every clip ends as a value or a counted failure.
+
+        A metric that needs an output the method does not declare (PSNR of a landmark-only
+        method) is marked not applicable for the whole row instead of failing on every clip.
+        """
         outcomes = [MetricOutcome(spec, metric, unavailable=why) for spec, metric, why in self.metrics]
+        for outcome in outcomes:
+            if outcome.metric is not None:
+                outcome.not_applicable = self.applicable(outcome.metric, outputs)
         for clip_id, clip in self.clips.items():
             if clip_id in prediction_failures or clip_id not in predictions:
                 reason = prediction_failures.get(clip_id, "no prediction")
                 for outcome in outcomes:
-                    if outcome.unavailable is None:
+                    if outcome.unavailable is None and outcome.not_applicable is None:
                         outcome.failures[clip_id] = reason
                 continue
             pred, pred_key = predictions[clip_id], pred_keys[clip_id]
             pair: Optional[ClipPair] = None
             for outcome in outcomes:
                 metric = outcome.metric
-                if metric is None or metric.level != "clip":
+                if metric is None or metric.level != "clip" or outcome.not_applicable:
                     continue
                 missing = [f for f in metric.needs if f not in _available_fields(pred, clip, self)]
                 if missing:
@@ -144,7 +162,7 @@ class Scorer:
             clip.release_frames()
         for outcome in outcomes:
             metric = outcome.metric
-            if metric is not None and metric.level == "set":
+            if metric is not None and metric.level == "set" and not outcome.not_applicable:
                 self._score_set(outcome, predictions, pred_keys)
         return outcomes
 
@@ -196,6 +214,7 @@ class Scorer:
             "failures": len(outcome.failures),
             "failure_reasons": dict(sorted(outcome.failures.items())),
             "unavailable": outcome.unavailable,
+            "not_applicable": outcome.not_applicable,
             "per_clip": dict(sorted(outcome.per_clip.items())),
         }
 
