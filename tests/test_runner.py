@@ -164,3 +164,22 @@ def test_cli_reports_a_malformed_protocol(tmp_path, capsys):
     bad.write_text("id: x\nversion: 1\n")
     assert main(["run", str(bad)]) == 2
     assert "missing required key 'dataset'" in capsys.readouterr().err
+
+
+def test_frame_only_predictions_are_scored_through_the_detector(mini, tmp_path):
+    """A method that outputs only frames is compared detector-to-detector (the papers' convention):
+    the ground-truth frames given as frames alone score exactly 0 on every landmark metric."""
+    path, out = mini
+    protocol = load_protocol(path)
+    clips = load_splits(protocol)["test"][:2]
+    frames_only = tmp_path / "frames_only"
+    frames_only.mkdir()
+    for clip in clips:
+        with np.load(gt_predictions(out) / f"{clip.id}.npz") as d:
+            np.savez(frames_only / f"{clip.id}.npz", frames=d["frames"])
+    scorer = Scorer(protocol, clips)
+    r = score_directory(protocol, scorer, frames_only, "frames_only", {}, progress=False)
+    assert r["landmark_source"] == ["detected"] and r["outputs"] == ["frames"]
+    for label in ("M-LD", "F-LD", "M-LVD", "F-LVD", "LMD"):
+        assert r["metrics"][label]["value"] == 0.0 and r["metrics"][label]["n"] == 2
+    assert r["metrics"]["PSNR"]["value"] == 100.0
