@@ -1,0 +1,393 @@
+"""The one registry of pretrained weight files, and the code that finds, downloads and checks them.
+
+Every network a metric or method loads is named here once: file name, source URL, checksum, size,
+licence, and what uses it (DESIGN.md, "Pretrained weights"). Files live in ``weights_dir()``
+(``$TALKBENCH_HOME/weights``); a user can instead point at an existing copy with an explicit path
+or the environment variable ``TALKBENCH_WEIGHTS_<NAME>`` (e.g. ``TALKBENCH_WEIGHTS_ALEXNET``).
+
+Checksums. Where the full SHA-256 of a file could not be checked offline it is left as None (never
+guessed) and the note says so. Partial hashes that a primary source does give are still checked:
+torchvision and pytorch-fid embed the first 8 hex digits of the SHA-256 in their file names (the
+``torch.hub`` convention, which ``torch.hub.download_url_to_file`` verifies), and the
+syncnet-python README gives the first 8 and last 4 hex digits of the two Oxford files. ``verify``
+reports "ok" when a full hash matched, "partial" when only these known digits could be compared.
+
+A metric calls ``resolve(name)``; a missing file raises ``MetricUnavailable`` whose message names the
+command that fetches it, which the runner shows as "unavailable" in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from bench.paths import talkbench_home
+from metrics.base import MetricUnavailable
+
+PathLike = Union[str, "os.PathLike[str]"]
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    filename: str
+    url: str
+    sha256: Optional[str]  # full hex digest, or None where it could not be verified
+    size: Optional[int]  # bytes, or None where it could not be verified
+    licence: str
+    used_by: tuple[str, ...]
+    note: str = ""
+    sha256_prefix: str = ""  # leading hex digits known from a primary source ("" = none)
+    sha256_suffix: str = ""  # trailing hex digits known from a primary source ("" = none)
+
+    @property
+    def env_var(self) -> str:
+        return f"TALKBENCH_WEIGHTS_{self.name.upper()}"
+
+
+_OXFORD = "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/"
+
+SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
+    WeightSpec(
+        name="alexnet",
+        filename="alexnet-owt-7be5be79.pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        sha256=None,
+        size=None,
+        licence="distributed with torchvision (BSD-3-Clause; no separate licence for the weights); "
+                "trained on ImageNet, whose terms of access are for non-commercial research and "
+                "education",
+        used_by=("LPIPS",),
+        note="torchvision's ImageNet AlexNet (AlexNet_Weights.IMAGENET1K_V1), a plain state_dict. "
+             "Full SHA-256 not verified offline; the file name carries its first 8 hex digits "
+             "(7be5be79), which are checked. torchvision gives its size as 233.087 MB.",
+        sha256_prefix="7be5be79",
+    ),
+    WeightSpec(
+        name="pt_inception",
+        filename="pt_inception-2015-12-05-6726825d.pth",
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (pytorch-fid; weights ported from TensorFlow's inception-2015-12-05)",
+        used_by=("FID",),
+        note="pytorch-fid's FID Inception (pytorch_fid.inception.FID_WEIGHTS_URL), a state_dict of "
+             "fid_inception_v3(). Full SHA-256 and size (~91 MB) not verified offline; the file "
+             "name carries its first 8 hex digits (6726825d), which are checked.",
+        sha256_prefix="6726825d",
+    ),
+    WeightSpec(
+        name="syncnet_v2",
+        filename="syncnet_v2.model",
+        url=_OXFORD + "syncnet_v2.model",
+        sha256=None,
+        size=None,
+        licence="research use under a Creative Commons Attribution licence (Oxford VGG SyncNet "
+                "page, as quoted by syncnet-python)",
+        used_by=("LSE-C", "LSE-D"),
+        note="joonson/syncnet_python download_model.sh. Full SHA-256 and size (~52 MB) not "
+             "verified offline; syncnet-python's README gives 961e8696...5442, which is checked.",
+        sha256_prefix="961e8696",
+        sha256_suffix="5442",
+    ),
+    WeightSpec(
+        name="s3fd",
+        filename="sfd_face.pth",
+        url=_OXFORD + "sfd_face.pth",
+        sha256=None,
+        size=None,
+        licence="unverified (S3FD PyTorch port distributed from the Oxford VGG SyncNet page)",
+        used_by=("LSE-C", "LSE-D"),
+        note="S3FD face detector for SyncNet's face-track cropping (download_model.sh). Full SHA-256 "
+             "and size (~86 MB) not verified offline; syncnet-python's README gives "
+             "d54a87c2...c491, which is checked.",
+        sha256_prefix="d54a87c2",
+        sha256_suffix="c491",
+    ),
+)}
+
+
+class WeightsError(RuntimeError):
+    """A download or check of a weight file failed (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class WeightStatus:
+    """What `verify` found. state: missing | ok | partial | unchecked | corrupt."""
+
+    name: str
+    path: Path
+    state: str
+    size: Optional[int] = None
+    sha256: Optional[str] = None
+    detail: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.state in ("ok", "partial", "unchecked")
+
+
+# -- lookup ----------------------------------------------------------------------------------------
+def list_specs() -> list[WeightSpec]:
+    return list(SPECS.values())
+
+
+def get_spec(name: str) -> WeightSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown weight file {name!r}; known: {sorted(SPECS)}") from None
+
+
+def weights_dir() -> Path:
+    return talkbench_home() / "weights"
+
+
+def default_path(name: str) -> Path:
+    return weights_dir() / get_spec(name).filename
+
+
+def _candidate(spec: WeightSpec, path: Optional[PathLike]) -> tuple[Path, Optional[str]]:
+    """The path to use and where it came from (None: the weights folder)."""
+    if path is not None:
+        source: Optional[str] = "the given path"
+        chosen = Path(path).expanduser()
+    elif os.environ.get(spec.env_var):
+        source = spec.env_var
+        chosen = Path(os.environ[spec.env_var]).expanduser()
+    else:
+        return weights_dir() / spec.filename, None
+    if chosen.is_dir():  # a folder that holds the file under its usual name
+        chosen = chosen / spec.filename
+    return chosen, source
+
+
+def resolve(name: str, path: Optional[PathLike] = None) -> Path:
+    """The file to load: `path` if given, else $TALKBENCH_WEIGHTS_<NAME>, else the weights folder.
+
+    `path` (and the variable) may name the file or a folder holding it under its usual name.
+    A missing file raises MetricUnavailable with the command that fetches it.
+    """
+    spec = get_spec(name)
+    chosen, source = _candidate(spec, path)
+    if chosen.is_file():
+        return chosen
+    command = f"`talkbench weights download {name}`"
+    if source is None:
+        raise MetricUnavailable(f"{chosen} missing, get it with {command}")
+    raise MetricUnavailable(f"{chosen} missing (from {source}); point it at an existing copy of "
+                            f"{spec.filename}, or drop it and get the file with {command}")
+
+
+# -- checking --------------------------------------------------------------------------------------
+def file_sha256(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def fingerprint(path: PathLike) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) so a process hashes a file once."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = file_sha256(p)
+    return _FINGERPRINTS[key]
+
+
+def _mismatch(spec: WeightSpec, size: int, sha: str) -> Optional[str]:
+    """Why a file with this size and digest is not the registered file (None: no known mismatch)."""
+    if spec.size is not None and size != spec.size:
+        return f"size {size} bytes, expected {spec.size}"
+    if spec.sha256 is not None and sha != spec.sha256.lower():
+        return f"sha256 {sha}, expected {spec.sha256.lower()}"
+    if spec.sha256_prefix and not sha.startswith(spec.sha256_prefix.lower()):
+        return f"sha256 {sha} does not start with {spec.sha256_prefix.lower()}"
+    if spec.sha256_suffix and not sha.endswith(spec.sha256_suffix.lower()):
+        return f"sha256 {sha} does not end with {spec.sha256_suffix.lower()}"
+    return None
+
+
+def _state(spec: WeightSpec) -> str:
+    if spec.sha256 is not None:
+        return "ok"
+    return "partial" if (spec.sha256_prefix or spec.sha256_suffix) else "unchecked"
+
+
+def check_file(spec: WeightSpec, path: PathLike) -> WeightStatus:
+    """Compare a file on disk with its registry entry."""
+    p = Path(path)
+    if not p.is_file():
+        return WeightStatus(spec.name, p, "missing",
+                            detail=f"not found; get it with `talkbench weights download {spec.name}`")
+    size = p.stat().st_size
+    sha = file_sha256(p)
+    why = _mismatch(spec, size, sha)
+    if why is not None:
+        return WeightStatus(spec.name, p, "corrupt", size, sha, why)
+    state = _state(spec)
+    detail = {"ok": "size and sha256 match",
+              "partial": "matches the known digits of its sha256 (full hash not registered)",
+              "unchecked": "present; no checksum registered"}[state]
+    return WeightStatus(spec.name, p, state, size, sha, detail)
+
+
+def verify(name: str, path: Optional[PathLike] = None) -> WeightStatus:
+    """Check the file `resolve(name, path)` would load: present? size and sha256 as registered?"""
+    spec = get_spec(name)
+    chosen, _ = _candidate(spec, path)
+    return check_file(spec, chosen)
+
+
+# -- download --------------------------------------------------------------------------------------
+def download(name: str, force: bool = False, url: Optional[str] = None, timeout: float = 60.0,
+             progress: Optional[Callable[[int, Optional[int]], None]] = None) -> Path:
+    """Fetch a registered file into `weights_dir()` and return its path.
+
+    `url` replaces the registered URL (a mirror); the file must still match the registered size and
+    checksum. The data is streamed to a temporary ``.part`` file in the same folder, checked, then
+    renamed into place, so the final name only ever holds a complete, checked file. On any failure
+    the ``.part`` file is removed and WeightsError says what happened. An existing file is kept
+    unless `force`; an existing file that fails its check raises WeightsError (use force).
+    """
+    spec = get_spec(name)
+    dest = weights_dir() / spec.filename
+    if dest.exists() and not force:
+        status = check_file(spec, dest)
+        if status.usable:
+            return dest
+        raise WeightsError(f"{dest} exists but fails its check ({status.detail}); "
+                           f"replace it with `talkbench weights download {name} --force`")
+    source = url or spec.url
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, part_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    part = Path(part_name)
+    try:
+        digest, received, expected = hashlib.sha256(), 0, None
+        with os.fdopen(fd, "wb") as out:
+            try:
+                request = urllib.request.Request(source, headers={"User-Agent": "talkbench"})
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    length = resp.headers.get("Content-Length")
+                    expected = int(length) if length and length.isdigit() else None
+                    while chunk := resp.read(CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        if progress is not None:
+                            progress(received, expected)
+                out.flush()
+                os.fsync(out.fileno())
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                if isinstance(exc, urllib.error.HTTPError):
+                    reason = f"HTTP {exc.code} {exc.reason}"
+                else:
+                    reason = getattr(exc, "reason", None) or exc
+                raise WeightsError(
+                    f"could not download {spec.filename} from {source}: {reason}. Nothing was "
+                    f"written. Fetch the file another way and put it at {dest}, or set "
+                    f"{spec.env_var} to its path") from exc
+        if expected is not None and received != expected:
+            raise WeightsError(f"download of {spec.filename} from {source} was cut short: "
+                               f"{received} of {expected} bytes; nothing was written")
+        why = _mismatch(spec, received, digest.hexdigest())
+        if why is not None:
+            raise WeightsError(f"downloaded {spec.filename} from {source} does not match the "
+                               f"registry ({why}); refused, nothing was written")
+        os.replace(part, dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return dest
+
+
+# -- command line ----------------------------------------------------------------------------------
+def _print_progress(received: int, total: Optional[int]) -> None:
+    mb = received / 1e6
+    text = f"{mb:8.1f} / {total / 1e6:.1f} MB" if total else f"{mb:8.1f} MB"
+    print(f"\r  {text}", end="", file=sys.stderr, flush=True)
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    action = args.weights_action
+    if action == "list":
+        print(f"folder: {weights_dir()}")
+        for spec in list_specs():
+            chosen, source = _candidate(spec, None)
+            where = "present" if chosen.is_file() else "missing"
+            if source:
+                where += f" (via {source})"
+            print(f"{spec.name:<13} {spec.filename:<38} {where:<8} used by {', '.join(spec.used_by)}")
+            print(f"{'':<13} {spec.url}")
+            print(f"{'':<13} licence: {spec.licence}")
+        return 0
+    if action == "path":
+        try:
+            print(resolve(args.name))
+        except MetricUnavailable as exc:
+            print(f"talkbench weights: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if action == "download":
+        try:
+            path = download(args.name, force=args.force, url=args.url,
+                            progress=None if args.quiet else _print_progress)
+        except WeightsError as exc:
+            if not args.quiet:
+                print(file=sys.stderr)
+            print(f"talkbench weights: {exc}", file=sys.stderr)
+            return 1
+        if not args.quiet:
+            print(file=sys.stderr)
+        status = check_file(get_spec(args.name), path)
+        print(f"{args.name}: {path} ({status.state}: {status.detail})")
+        return 0
+    if action == "verify":
+        names = [args.name] if args.name else [spec.name for spec in list_specs()]
+        code = 0
+        for name in names:
+            status = verify(name)
+            print(f"{name:<13} {status.state:<9} {status.path}  {status.detail}")
+            if status.state == "corrupt" or (args.name and status.state == "missing"):
+                code = 1
+        return code
+    raise ValueError(f"unknown weights action {action!r}")
+
+
+def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """Register `talkbench weights list | download NAME | verify [NAME] | path NAME`.
+
+    Exit codes: 0 success; 1 a download failed, a checked file is corrupt, a named file is missing.
+    """
+    names = sorted(SPECS)
+    parser = subparsers.add_parser("weights", help="list, download, verify or locate pretrained "
+                                                   "weight files")
+    actions = parser.add_subparsers(dest="weights_action", required=True)
+    actions.add_parser("list", help="every registered file, where it comes from, if it is here")
+    p = actions.add_parser("download", help="fetch a file into the weights folder and check it")
+    p.add_argument("name", choices=names)
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--url", help="download from this mirror instead of the registered URL")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p = actions.add_parser("verify", help="check presence, size and sha256 (all files if no NAME)")
+    p.add_argument("name", nargs="?", choices=names)
+    p = actions.add_parser("path", help="print the path a metric would load")
+    p.add_argument("name", choices=names)
+    parser.set_defaults(func=_cmd_weights)
+    return parser
