@@ -17,6 +17,7 @@ any length -> `Prediction`). The base class owns everything else:
 - Determinism: `torch.manual_seed(seed)` before the model is built, one numpy generator seeded with
   `seed` for every data choice, and `torch.use_deterministic_algorithms(True)` on CPU during the fit
   (the previous setting is restored afterwards): the same seed gives the same checkpoint hash.
+  `config.threads` (if set) pins torch's intra-op thread count during fit and predict.
 - `state` / `set_state`: the model's `state_dict` as numpy arrays (float32 / integer, sorted keys).
 - `predict`: eval mode, `no_grad`, on the device of the last fit (cpu after a load; set
   `method.device` to move it).
@@ -28,6 +29,7 @@ import json
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional
@@ -161,6 +163,11 @@ class TorchMethodConfig(MethodConfig):
     window_frames: int = 32  # training crop length in video frames
     log_every: int = 50  # steps between log lines (the progress bar updates every step)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    # torch intra-op threads during fit / predict (restored afterwards); 0 = torch's default. Small
+    # models gain nothing from more threads and lose a lot when another process shares the cores
+    # (OpenMP workers wait on each other); a fixed count also keeps CPU results independent of the
+    # machine's core count.
+    threads: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {}, "paper": {}}
 
@@ -214,7 +221,8 @@ class TorchMethod(Method):
         if torch.device(device).type == "cpu":
             torch.use_deterministic_algorithms(True)
         try:
-            self._fit(train, val, torch.device(device), seed, Path(workdir) if workdir else None, cfg)
+            with _threads(getattr(cfg, "threads", 0)):
+                self._fit(train, val, torch.device(device), seed, Path(workdir) if workdir else None, cfg)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
 
@@ -374,5 +382,19 @@ class TorchMethod(Method):
             raise RuntimeError(f"{self.name}: fit or load before predict")
         device = torch.device(self.device)
         self.model.to(device).eval()
-        with torch.no_grad():
+        with torch.no_grad(), _threads(getattr(self.config, "threads", 0)):
             return self.infer(self.model, inp, device)
+
+
+@contextmanager
+def _threads(count: int):
+    """Run with `count` torch intra-op threads (0: leave as is), restoring the previous count."""
+    if not count:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -18,6 +18,8 @@ from baselines.torch_method import (LOSS_CURVE, TRAIN_LOG, TRAIN_STATE, TorchMet
 from bench.checkpoint import CheckpointError
 from bench.clip import Clip
 
+threads_before = torch.get_num_threads()
+
 
 def make_clips(n: int, seed: int = 0, frames: int = 30) -> list[Clip]:
     """Clips whose mouth opening follows the audio amplitude envelope (learnable, fast)."""
@@ -39,7 +41,8 @@ def make_clips(n: int, seed: int = 0, frames: int = 30) -> list[Clip]:
 @dataclass
 class ToyConfig(TorchMethodConfig):
     hidden: int = 16
-    PRESETS: ClassVar[dict] = {"tiny": {"epochs": 4, "lr": 3e-3, "batch_size": 3, "window_frames": 12},
+    PRESETS: ClassVar[dict] = {"tiny": {"epochs": 4, "lr": 3e-3, "batch_size": 3, "window_frames": 12,
+                                        "threads": 1},
                                "paper": {"epochs": 100}}
 
 
@@ -127,6 +130,8 @@ def test_fit_learns_and_writes_logs(tmp_path):
     assert pred.landmarks.shape == val[0].landmarks.shape
     assert torch.is_grad_enabled()  # predict's no_grad did not leak
     assert torch.are_deterministic_algorithms_enabled() is False  # restored after fit
+    assert torch.get_num_threads() == threads_before  # so is the thread count
+
 
 
 def test_same_seed_same_state_bitwise_and_other_seed_differs():
