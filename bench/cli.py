@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from bench import weights
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("id", nargs="?")
     p.set_defaults(func=_cmd_protocols)
+
+    weights.add_cli(sub)
     return parser
 
 

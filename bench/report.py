@@ -159,6 +159,11 @@ def not_applicable_lines(rows: list[dict]) -> list[str]:
     return lines or ["None."]
 
 
+def note_lines(rows: list[dict]) -> list[str]:
+    return [f"- **{row['row']}**, {label}: {note}" for row in rows
+            for label, m in row["metrics"].items() for note in m.get("notes", [])]
+
+
 def unavailable_lines(rows: list[dict]) -> list[str]:
     seen = {}
     for row in rows:
@@ -230,6 +235,8 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += ["", "## Not applicable (the method does not output what the metric needs)", ""]
     lines += not_applicable_lines(rows)
     lines += ["", "## Unavailable metrics", ""] + unavailable_lines(rows)
+    if note_lines(rows):
+        lines += ["", "## Notes from the metrics", ""] + note_lines(rows)
     if figure_files:
         lines += ["", "## Figures", ""]
         for path, caption in figure_files:

@@ -188,7 +188,6 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
     detector can be told apart from ground truth below it. Frames where the detector found no face
     are left out of the values and counted in `missed_frames`.
     """
-    from metrics import build_metric
     from metrics.base import ClipPair
 
     detections, failures, missed = {}, {}, 0
@@ -201,9 +200,8 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
         else:
             failures[clip_id] = "the detector found no face in any ground-truth frame"
     rows = {}
-    for spec in protocol.metrics:
-        metric = build_metric(spec.name, spec.params)
-        if metric.needs != ("landmarks",):
+    for spec, metric, _ in scorer.metrics:
+        if metric is None or metric.needs != ("landmarks",):
             continue
         values = {}
         for clip_id, (lmk, found) in detections.items():

@@ -187,6 +187,7 @@ class Scorer:
             outcome.per_clip["__set__"] = float(outcome.metric.set_value(pairs))
         except MetricError as exc:
             outcome.failures["__set__"] = str(exc)
+        outcome.notes.extend(getattr(outcome.metric, "last_notes", []))  # e.g. FID below 2048 frames
 
     def _extractor_identity(self, pred: Prediction, metric: Metric) -> Optional[dict]:
         if "landmarks" in metric.needs and self.landmark_source(pred) == "detected":
@@ -215,6 +216,7 @@ class Scorer:
             "failure_reasons": dict(sorted(outcome.failures.items())),
             "unavailable": outcome.unavailable,
             "not_applicable": outcome.not_applicable,
+            "notes": list(outcome.notes),
             "per_clip": dict(sorted(outcome.per_clip.items())),
         }
 

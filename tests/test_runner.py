@@ -47,6 +47,11 @@ def test_run_writes_results_and_report(mini):
     assert "Detector-noise floor" in report
     assert (out / "figures" / "landmark_overlay.png").exists()
     assert (out / "figures" / "mouth_opening.png").exists()
+    # no pretrained weights in the test home: reported unavailable with the command that fixes it
+    for label, weights in (("LPIPS", "alexnet"), ("FID", "pt_inception")):
+        m = result(out, "static")["metrics"][label]
+        assert m["value"] is None and f"talkbench weights download {weights}" in m["unavailable"]
+    assert "talkbench weights download pt_inception" in report
 
 
 def test_ground_truth_is_best_and_audio_beats_static(mini):
