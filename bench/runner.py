@@ -62,9 +62,12 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     out = results_dir(protocol, out_root)
     out.mkdir(parents=True, exist_ok=True)
     env = environment(device)
+    # Checkpoints and predictions are only reused for exactly this data: the run folder is keyed by
+    # the protocol and the content of every clip (a rebuilt or regenerated corpus gets a new folder).
+    data_key = key_of(protocol.hash, {name: [clip_hash(c) for c in clips] for name, clips in splits.items()})[:12]
     for spec in specs:
         method = build_method(spec.name, spec.preset, spec.config)
-        workdir = talkbench_home() / "runs" / protocol.id / spec.row / f"{method.config.hash()}-seed{seed}"
+        workdir = talkbench_home() / "runs" / protocol.id / spec.row / f"{method.config.hash()}-seed{seed}-data{data_key}"
         timings: dict[str, float] = {}
         start = time.perf_counter()
         checkpoint = train_or_load(method, splits, workdir, device, seed)
