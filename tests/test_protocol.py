@@ -36,13 +36,13 @@ def test_hash_changes_with_content_not_key_order(raw):
     (lambda r: r["preprocessing"].update(colour=1), "preprocessing.colour"),
     (lambda r: r["split"].update(rule="random"), "split.rule"),
     (lambda r: r["split"]["counts"].update(test=0), "split.counts.test"),
-    (lambda r: r["metrics"].append({"label": "x"}), "metrics[7]"),
+    (lambda r: r["metrics"].insert(0, {"label": "x"}), "metrics[0]"),
     (lambda r: r["metrics"].append({"name": "LMD", "label": "M-LD"}), "duplicate labels"),
     (lambda r: r.update(windowing={"mode": "fixed"}), "windowing.seconds"),
     (lambda r: r.update(landmarks_from="guess"), "landmarks_from"),
     (lambda r: r.update(reference_results=[{"source": "x", "table": "1",
-                                            "rows": [{"method": "a", "values": {"FID": 3}}]}]),
-     "values.FID"),
+                                            "rows": [{"method": "a", "values": {"CPBD": 3}}]}]),
+     "values.CPBD"),
     (lambda r: r.update(methods=[{"name": "static", "preset": "tiny", "lr": 3}]), "methods[0].lr"),
 ])
 def test_malformed_protocol_names_the_bad_key(raw, mutate, needle):
