@@ -1,0 +1,198 @@
+"""SPEAR audio-to-landmark: modules, Table 3 variants, checkpoints, determinism, overfitting one clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from baselines import available_methods, build_method
+from baselines.audio_frontends import build_frontend
+from baselines.base import MethodInput
+from baselines.spear_a2l import POINTS, SpearA2LConfig, SpearA2LMethod, triangular_weights, window_starts
+from baselines.spear_a2l.model import (AudioFeatureEncoder, LandmarkSetEncoder, PoseEncoder, SpearA2L,
+                                       spear_loss)
+from bench.checkpoint import CheckpointError
+from bench.clip import JAW, MOUTH, Clip
+
+VARIANTS = ("spear_a2l", "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech")
+FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 32, "heads": 2, "layers": 1, "ff": 64,
+        "audio_channels": (8, 16), "landmark_channels": (8, 16), "fe_hidden": 16, "fe_num_layers": 3,
+        "fe_heads": 2, "fe_conv_dim": 8}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one intra-op thread, above all when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def clips(talkbench_home) -> list[Clip]:
+    from bench.data.synthtalk import corpus
+
+    return corpus.load_clips(corpus.build(size=2))
+
+
+def _method(name: str = "spear_a2l", **over):
+    return build_method(name, "tiny", {**FAST, **over})
+
+
+def _grads_everywhere(module: torch.nn.Module) -> list[str]:
+    """Parameters without a finite, non-zero gradient (spec-augment's mask embedding is unused: off)."""
+    return [n for n, p in module.named_parameters()
+            if p.requires_grad and "masked_spec_embed" not in n
+            and (p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum())]
+
+
+# ----------------------------------------------------------------------------- modules
+
+def test_audio_feature_encoder_stacks_layers_as_channels():
+    torch.manual_seed(0)
+    enc = AudioFeatureEncoder(num_layers=3, hidden=40, channels=(8, 16, 32), d_model=24)
+    x = torch.randn(2, 7, 3 * 40, requires_grad=True)
+    out = enc(x)
+    assert out.shape == (2, 7, 24)
+    out.square().sum().backward()
+    assert not _grads_everywhere(enc)
+    # Frames are independent: a change in frame 3's features moves frame 3 only.
+    y = x.detach().clone()
+    y[:, 3] += 1.0
+    diff = (enc(y) - enc(x.detach())).abs().sum(dim=(0, 2))
+    assert diff[3] > 0 and torch.all(diff[torch.arange(7) != 3] == 0)
+    with pytest.raises(ValueError, match="expected 3 x 40"):
+        enc(torch.randn(1, 2, 100))
+
+
+def test_landmark_and_pose_encoders_shapes_and_gradients():
+    torch.manual_seed(0)
+    lm = LandmarkSetEncoder((8, 16), d_model=24)
+    pts = torch.randn(2, 3, 68, 2)
+    out = lm(pts)
+    assert out.shape == (2, 3, 24)
+    out.sum().backward()
+    assert not _grads_everywhere(lm)
+    pose = PoseEncoder(24, 6, temporal_blocks=2)
+    p = torch.randn(2, 9, 6)
+    out = pose(p)
+    assert out.shape == (2, 9, 24)
+    out.square().sum().backward()
+    assert not _grads_everywhere(pose)
+
+
+def test_spear_network_shapes_gradients_and_residual_on_reference():
+    torch.manual_seed(0)
+    frontend = build_frontend("hubert", {"layers": [1, 2, 3], "hidden_size": 16, "num_layers": 3, "num_heads": 2,
+                                         "conv_dim": 8})
+    net = SpearA2L(frontend, frontend_layers=3, points=POINTS, d_model=32, heads=2, layers=1, ff=64, dropout=0.0,
+                   audio_channels=(8, 16), landmark_channels=(8, 16), pose_blocks=1)
+    audio = torch.randn(2, 10 * 640) * 0.1
+    pose = torch.randn(2, 10, 6)
+    ref = torch.randn(2, 68, 2) * 0.3
+    out = net(audio, pose, ref)
+    assert out.shape == (2, 10, len(POINTS), 2)
+    spear_loss(out, torch.zeros_like(out))[0].backward()
+    assert not _grads_everywhere(net)
+    # The output is a displacement on the reference's own points (small head initialisation).
+    assert torch.allclose(out, ref[:, None, list(POINTS)].expand_as(out), atol=0.05)
+    # Pose conditions the output.
+    net.eval()
+    with torch.no_grad():
+        assert not torch.allclose(net(audio, pose, ref), net(audio, pose + 1.0, ref))
+
+
+def test_loss_is_mse_plus_velocity():
+    target = torch.randn(2, 6, 37, 2)
+    mse, vel = spear_loss(target, target)
+    assert mse == 0 and vel == 0
+    shifted = target + 0.1  # a constant offset: position error, no velocity error
+    mse, vel = spear_loss(shifted, target)
+    assert torch.isclose(mse, torch.tensor(37 * 2 * 0.01)) and torch.isclose(vel, torch.tensor(0.0), atol=1e-7)
+    jitter = target.clone()
+    jitter[:, 3] += 0.1  # one frame off: two velocity errors of 0.1 per coordinate
+    _, vel = spear_loss(jitter, target)
+    assert torch.isclose(vel, torch.tensor(2 * 2 * 0.01 / 5), atol=1e-6)
+
+
+def test_windows_cover_every_frame():
+    assert window_starts(10, 32, 16) == [0]
+    assert window_starts(70, 32, 16) == [0, 16, 32, 38]
+    for n in (33, 64, 97):
+        starts = window_starts(n, 32, 16)
+        covered = np.zeros(n, bool)
+        for s in starts:
+            covered[s:s + 32] = True
+        assert covered.all() and starts[-1] == n - 32
+    w = triangular_weights(6)
+    assert w.tolist() == [1, 2, 3, 3, 2, 1]
+
+
+# ----------------------------------------------------------------------------- method
+
+def test_registered_points_inputs_and_presets():
+    assert set(VARIANTS) <= set(available_methods())
+    assert POINTS == tuple(JAW) + tuple(MOUTH) and len(POINTS) == 37
+    m = build_method("spear_a2l")
+    assert m.inputs == {"audio", "identity_landmarks", "pose"} and m.outputs == {"landmarks"} and m.trainable
+    paper = SpearA2LConfig.preset("paper")
+    assert (paper.pretrained, tuple(paper.frontend_layers), paper.epochs, paper.batch_size, paper.lr) == \
+        ("facebook/hubert-large-ls960-ft", (6, 12, 24), 200, 32, 1e-4)
+    kinds = {n: build_method(n).config.frontend for n in VARIANTS}
+    assert kinds == {"spear_a2l": "hubert", "spear_a2l_mfcc": "mfcc",
+                     "spear_a2l_wav2vec2_conformer": "wav2vec2_conformer", "spear_a2l_unispeech": "unispeech"}
+    for n in VARIANTS:
+        if n != "spear_a2l_mfcc":
+            assert build_method(n, "paper").config.pretrained  # a real pretrained encoder at paper scale
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_trains_a_step_and_predicts(name, clips):
+    m = _method(name)
+    m.fit(clips[:2], [], seed=0)
+    assert len(m.train_log) == 1 and np.isfinite(m.train_log[0]["train_loss"])
+    clip = clips[0]
+    pred = m.predict(MethodInput.from_clip(clip, m.inputs))
+    assert pred.points == POINTS
+    assert pred.landmarks.shape == (clip.num_frames, len(POINTS), 2) and pred.landmarks.dtype == np.float32
+    assert np.isfinite(pred.landmarks).all()
+
+
+def test_checkpoint_round_trip_and_config_refusal(clips, tmp_path):
+    m = _method()
+    m.fit(clips[:2], [], seed=0)
+    path = tmp_path / "spear.ckpt.npz"
+    m.save(path)
+    loaded = SpearA2LMethod.load(path, m.config)
+    inp = MethodInput.from_clip(clips[1], m.inputs)
+    np.testing.assert_array_equal(loaded.predict(inp).landmarks, m.predict(inp).landmarks)
+    np.testing.assert_array_equal(loaded._pose_scale, m._pose_scale)
+    other = SpearA2LConfig.preset("tiny", **{**FAST, "d_model": 16})
+    with pytest.raises(CheckpointError, match="d_model"):
+        SpearA2LMethod.load(path, other)
+
+
+def test_same_seed_same_state_bitwise(clips):
+    states = []
+    for _ in range(2):
+        m = _method()
+        m.fit(clips[:2], [], seed=3)
+        states.append(m.state())
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert np.array_equal(states[0][key], states[1][key]), key
+
+
+def test_overfits_one_clip(clips):
+    """One clip, whole-clip windows, no dropout: the fit must reach sub-pixel error on its 37 points."""
+    clip = clips[0]
+    m = build_method("spear_a2l", "tiny", {"epochs": 150, "lr": 3e-3, "lr_min": 1e-4, "batch_size": 1,
+                                           "window_frames": clip.num_frames, "dropout": 0.0})
+    m.fit([clip], [], seed=0)
+    pred = m.predict(MethodInput.from_clip(clip, m.inputs))
+    err = np.linalg.norm(pred.landmarks - clip.landmarks[:, list(POINTS)], axis=-1).mean()
+    static = np.linalg.norm(clip.landmarks[0, list(POINTS)] - clip.landmarks[:, list(POINTS)], axis=-1).mean()
+    print(f"overfit one clip: {err:.3f} px mean on {len(POINTS)} points (static {static:.3f} px)")
+    assert err < 0.5, (err, static)
