@@ -30,7 +30,7 @@ def available_metrics() -> list[str]:
 
 def _load_builtin() -> None:
     # Importing the family modules runs their @register decorators.
-    from metrics import fid, image, landmark, perceptual, syncnet  # noqa: F401
+    from metrics import au, fid, identity, image, landmark, motion, perceptual, syncnet  # noqa: F401
 
 
 __all__ = [

@@ -1,0 +1,518 @@
+"""Head-motion metrics: Diversity and Beat Align (FD2Talk / SadTalker; `reference/metrics.md` §3),
+and the head-pose backends they read the head's rotation from.
+
+Head pose
+---------
+Angles are yaw, pitch, roll in degrees in talkbench's convention (the one of `Clip.pose` and of
+synthtalk, `bench/data/synthtalk/face.py`): head coordinates x to the image right, y down, z towards
+the camera; the head's rotation is ``R = Rz(roll) · Ry(yaw) · Rx(pitch)`` with
+
+    Rx(pitch) = [[1, 0, 0], [0, cos p, sin p], [0, -sin p, cos p]]
+    Ry(yaw)   = [[cos y, 0, sin y], [0, 1, 0], [-sin y, 0, cos y]]
+    Rz(roll)  = [[cos r, -sin r, 0], [sin r, cos r, 0], [0, 0, 1]]
+
+so positive yaw turns the nose to the image right, positive pitch tips the chin down (a nod) and
+positive roll turns the face clockwise in the image. `euler_from_rotation` inverts this for
+|yaw| < 90°. Backends (`POSE_BACKENDS`, chosen by the metrics' ``pose_backend`` parameter):
+
+* ``pnp``: OpenCV ``solvePnP`` of the predicted 2D landmarks against `FACE_TEMPLATE_MM`, a 3D
+  68-point template in millimetres, per frame (EPnP start, then iterative Levenberg-Marquardt
+  refinement). The camera is a pinhole with focal length = frame width in pixels (``pnp_focal``,
+  default 1, is the multiple of the width), principal point at the frame centre, no distortion (the
+  usual choice when the camera is unknown). The frame size comes from the prediction's frames, else
+  the reference's, else the parameter ``image_size`` [w, h]. A wrong camera scales the recovered
+  angles: on synthtalk, whose projection is weak-perspective (an infinitely long lens), the per-clip
+  std of the angles comes out at 0.87 of the true one with ``pnp_focal: 1``, 0.94 with 4 and 0.99
+  with 30 (24 clips, exact landmarks), plus a constant pitch offset of ~4° at 1 (the face sits above
+  the frame centre). Face crops cut from wider frames have long effective lenses (4x the crop width
+  is typical); compare values only under one setting.
+  By default only the points that stay put on a talking face are used (``pnp_points: rigid``, see
+  `RIGID_POINTS`: jaw ends 0 and 16, nose 27-35, eye corners 36, 39, 42, 45); jaw, lips, lids and
+  brows move with speech, blinks and expressions and would turn mouth opening into pitch.
+  ``pnp_points: all`` uses every point the prediction covers. Frames masked out by
+  `ClipPair.frame_mask`, and frames where the solver fails or puts the face behind the camera, are
+  left out. Needs the prediction's ``landmarks``.
+* ``given``: the first three columns of the prediction's ``pose`` (for methods that output head
+  pose, and for the ground-truth row, whose pose is exact). Needs the prediction's ``pose``.
+
+Hopenet (the network FD2Talk and SadTalker name) is not implemented: its weights are only on Google
+Drive / a GitHub release (`reference/metrics.md` §8), and its "feature embedding" is unspecified.
+
+The template `FACE_TEMPLATE_MM` is synthtalk's neutral face, ``face.base_shape(jaw_squareness=2.4)``:
+an average adult face built from facial proportions (jaw as a superellipse, brows, nose, eyes and
+lips placed at textbook proportions, nudged by a few millimetres towards where dlib's 68-point
+predictor puts its points), in head coordinates, frozen here to 0.01 mm so that a change to the
+generator cannot move metric values (`tests/test_metrics_motion.py` checks it still matches).
+
+Diversity
+---------
+Per clip, the standard deviation over time (population std, ddof 0) of yaw, of pitch and of roll in
+degrees, averaged over the three axes; the set value is the mean over clips (the recommended
+reproducible reading of FD2Talk's / SadTalker's "std of Hopenet head-motion embeddings",
+`reference/metrics.md` §3.2). The papers mark it "higher is better", and so does the class, but the
+ground-truth value is the target: a jittery or shaking head scores higher than natural motion.
+Compare with the ground_truth row, which talkbench prints beside it. Needs at least 2 usable frames.
+
+Beat Align
+----------
+Bailando's Beat Align Score, as FD2Talk applies it to head motion (`reference/metrics.md` §3.1):
+
+* head-motion speed: s_t = ||θ_{t+1} − θ_t||₂ over θ = (yaw, pitch, roll) in degrees, t = 0..T−2
+  (rotation only: translations are in other units and, from ``pnp``, poorly determined). Frames
+  without a pose are filled by linear interpolation between their neighbours (held at the clip's
+  ends) and counted in `notes`;
+* smoothed with ``scipy.ndimage.gaussian_filter(s, smooth_sigma)`` (σ = 5 frames, Bailando's value;
+  reflected borders); motion beats are its strict local minima (``argrelextrema(s, np.less)``: the
+  first and last sample are never beats, a flat run of equal values is not a minimum). The index t
+  of s_t is used as the beat's frame, as in Bailando;
+* audio beats: librosa's percussive component (``librosa.effects.percussive``, switch off with
+  ``hpss: false``), ``onset_strength(aggregate=np.median)`` and ``beat.beat_track`` on that envelope,
+  both with hop = round(sample_rate / fps) samples (640 at 16 kHz and 25 fps, so onset frames are
+  video frames; other rates are mapped by time: frame = round(beat_time · fps)). Beats at or after the
+  clip's last frame are dropped;
+* BA = mean over audio beats b of exp(−d_b² / (2σ²)), d_b = distance in frames from b to the nearest
+  motion beat, σ = ``sigma`` frames (default 3, Bailando's; note 3 frames are 120 ms at 25 fps and
+  50 ms at Bailando's 60 fps).
+
+A clip whose head never slows down (no motion beat, e.g. a static head) scores 0 and gets a note in
+`BeatAlign.notes`; a clip without audio or without any audio beat is a `MetricError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, ClassVar, Optional, Sequence
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from metrics import register
+from metrics.base import ClipPair, Metric, MetricError
+
+log = logging.getLogger(__name__)
+
+# synthtalk's face.base_shape(jaw_squareness=2.4), millimetres, head coordinates (x right, y down,
+# z towards the camera, origin between the eyes on the eye line). iBUG-68 order.
+FACE_TEMPLATE_MM = np.array([
+    (-68.00, 1.00, -70.00), (-67.62, 19.49, -69.48), (-65.98, 37.92, -67.26),  # 0-2
+    (-62.54, 56.08, -62.68), (-56.70, 73.62, -55.21), (-47.74, 89.76, -44.47),  # 3-5
+    (-34.89, 102.97, -30.79), (-18.33, 110.97, -16.68), (0.00, 113.00, -8.00),  # 6-8
+    (18.33, 110.97, -16.68), (34.89, 102.97, -30.79), (47.74, 89.76, -44.47),  # 9-11
+    (56.70, 73.62, -55.21), (62.54, 56.08, -62.68), (65.98, 37.92, -67.26),  # 12-14
+    (67.62, 19.49, -69.48), (68.00, 1.00, -70.00), (-55.00, -18.50, -16.00),  # 15-17
+    (-45.50, -27.00, -8.00), (-33.00, -29.50, -3.00), (-21.00, -27.00, 0.00),  # 18-20
+    (-9.50, -20.50, 1.00), (9.50, -20.50, 1.00), (21.00, -27.00, 0.00),  # 21-23
+    (33.00, -29.50, -3.00), (45.50, -27.00, -8.00), (55.00, -18.50, -16.00),  # 24-26
+    (0.00, -1.00, -2.00), (0.00, 11.00, 7.00), (0.00, 23.00, 15.00),  # 27-29
+    (0.00, 35.00, 24.00), (-14.00, 48.00, 4.00), (-7.00, 50.00, 9.00),  # 30-32
+    (0.00, 51.00, 12.00), (7.00, 50.00, 9.00), (14.00, 48.00, 4.00),  # 33-35
+    (-43.00, 0.50, -16.00), (-36.00, -4.50, -9.00), (-26.00, -4.50, -8.00),  # 36-38
+    (-18.00, 3.50, -10.00), (-26.50, 6.00, -8.00), (-36.00, 5.50, -9.00),  # 39-41
+    (18.00, 3.50, -10.00), (26.00, -4.50, -8.00), (36.00, -4.50, -9.00),  # 42-44
+    (43.00, 0.50, -16.00), (36.00, 5.50, -9.00), (26.50, 6.00, -8.00),  # 45-47
+    (-25.00, 76.00, -6.00), (-16.00, 68.50, 4.00), (-7.00, 65.30, 9.00),  # 48-50
+    (0.00, 66.30, 10.00), (7.00, 65.30, 9.00), (16.00, 68.50, 4.00),  # 51-53
+    (25.00, 76.00, -6.00), (16.00, 81.50, 4.00), (8.00, 85.00, 8.00),  # 54-56
+    (0.00, 85.50, 9.00), (-8.00, 85.00, 8.00), (-16.00, 81.50, 4.00),  # 57-59
+    (-21.00, 75.60, -3.00), (-9.00, 73.60, 5.00), (0.00, 73.60, 6.00),  # 60-62
+    (9.00, 73.60, 5.00), (21.00, 75.60, -3.00), (9.00, 73.60, 5.00),  # 63-65
+    (0.00, 73.60, 6.00), (-9.00, 73.60, 5.00),  # 66-67
+], dtype=np.float64)
+
+# Points that do not move with speech, blinks or expressions (jaw ends at ear level, nose, eye
+# corners): the default point set of the pnp backend.
+RIGID_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
+PNP_POINT_SETS: dict[str, tuple[int, ...]] = {"rigid": RIGID_POINTS, "all": tuple(range(68))}
+MIN_PNP_POINTS = 6
+
+# Head coordinates (z towards the camera) <-> OpenCV camera/object coordinates (z away from it).
+_FLIP_Z = np.diag([1.0, 1.0, -1.0])
+
+
+# --------------------------------------------------------------------------------------------
+# Euler angles
+# --------------------------------------------------------------------------------------------
+
+def rotation_from_euler(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:
+    """... x 3 x 3 rotation matrices Rz(roll) Ry(yaw) Rx(pitch) (module docstring), degrees in."""
+    y, p, r = (np.radians(np.asarray(a, dtype=np.float64)) for a in (yaw, pitch, roll))
+    cy, sy, cp, sp, cr, sr = np.cos(y), np.sin(y), np.cos(p), np.sin(p), np.cos(r), np.sin(r)
+    one, zero = np.ones_like(y), np.zeros_like(y)
+    rx = np.stack([np.stack([one, zero, zero], -1),
+                   np.stack([zero, cp, sp], -1),
+                   np.stack([zero, -sp, cp], -1)], -2)
+    ry = np.stack([np.stack([cy, zero, sy], -1),
+                   np.stack([zero, one, zero], -1),
+                   np.stack([-sy, zero, cy], -1)], -2)
+    rz = np.stack([np.stack([cr, -sr, zero], -1),
+                   np.stack([sr, cr, zero], -1),
+                   np.stack([zero, zero, one], -1)], -2)
+    return rz @ ry @ rx
+
+
+def euler_from_rotation(rot: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees of ... x 3 x 3 rotations: the inverse of `rotation_from_euler`.
+
+    Writing the matrix out, R[2,0] = −sin(yaw), R[2,1] = −cos(yaw)·sin(pitch),
+    R[2,2] = cos(yaw)·cos(pitch), R[1,0] = sin(roll)·cos(yaw), R[0,0] = cos(roll)·cos(yaw).
+    """
+    rot = np.asarray(rot, dtype=np.float64)
+    cos_yaw = np.hypot(rot[..., 0, 0], rot[..., 1, 0])
+    yaw = np.arctan2(-rot[..., 2, 0], cos_yaw)
+    pitch = np.arctan2(-rot[..., 2, 1], rot[..., 2, 2])
+    roll = np.arctan2(rot[..., 1, 0], rot[..., 0, 0])
+    return np.degrees(np.stack([yaw, pitch, roll], axis=-1))
+
+
+# --------------------------------------------------------------------------------------------
+# Pose backends
+# --------------------------------------------------------------------------------------------
+
+def camera_matrix(width: float, height: float, focal: float = 1.0) -> np.ndarray:
+    """Pinhole intrinsics: focal length = `focal` x width (pixels), principal point at the centre."""
+    f = focal * width
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def solve_head_pose(landmarks: np.ndarray, indices: Sequence[int], image_size: tuple[float, float],
+                    mask: Optional[np.ndarray] = None, focal: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame head pose from 2D landmarks by PnP against `FACE_TEMPLATE_MM`.
+
+    `landmarks` T x P x 2 pixels are the iBUG points `indices` (P >= 6); `image_size` is (w, h);
+    the focal length is `focal` x w pixels.
+    Returns (angles T x 3 degrees: yaw, pitch, roll; translation T x 3 mm of the template origin in
+    head-style camera coordinates, z towards the viewer, so tz < 0; ok (T,) bool). Frames where
+    `mask` is False, with non-finite points, or where the solver fails are NaN and not ok.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    idx = [int(i) for i in indices]
+    if pts.ndim != 3 or pts.shape[1:] != (len(idx), 2):
+        raise ValueError(f"landmarks have shape {pts.shape}, expected T x {len(idx)} x 2")
+    if len(idx) < MIN_PNP_POINTS:
+        raise ValueError(f"PnP needs at least {MIN_PNP_POINTS} points, got {len(idx)}")
+    t = pts.shape[0]
+    mask = np.ones(t, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    obj = FACE_TEMPLATE_MM[idx] @ _FLIP_Z  # OpenCV object coordinates (z away from the camera)
+    k = camera_matrix(image_size[0], image_size[1], focal)
+    angles = np.full((t, 3), np.nan)
+    trans = np.full((t, 3), np.nan)
+    ok = np.zeros(t, dtype=bool)
+    for i in range(t):
+        if not mask[i] or not np.isfinite(pts[i]).all():
+            continue
+        img = np.ascontiguousarray(pts[i]).reshape(-1, 1, 2)
+        try:
+            good, rvec, tvec = cv2.solvePnP(obj, img, k, None, flags=cv2.SOLVEPNP_EPNP)
+            if good:
+                good, rvec, tvec = cv2.solvePnP(obj, img, k, None, rvec, tvec,
+                                                useExtrinsicGuess=True,
+                                                flags=cv2.SOLVEPNP_ITERATIVE)
+        except cv2.error:
+            continue
+        if not good or not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2, 0] <= 0:
+            continue
+        rot_cv, _ = cv2.Rodrigues(rvec)
+        angles[i] = euler_from_rotation(_FLIP_Z @ rot_cv @ _FLIP_Z)
+        trans[i] = _FLIP_Z @ tvec[:, 0]
+        ok[i] = True
+    return angles, trans, ok
+
+
+def _frame_mask(pair: ClipPair, t: int) -> np.ndarray:
+    if pair.frame_mask is None:
+        return np.ones(t, dtype=bool)
+    mask = np.asarray(pair.frame_mask)
+    if mask.shape != (t,):
+        raise MetricError(f"frame_mask has shape {mask.shape}, expected ({t},)")
+    if mask.dtype != bool:
+        raise MetricError(f"frame_mask must be boolean, got {mask.dtype}")
+    return mask
+
+
+class PoseBackend:
+    """Per-frame head rotation of a prediction: `angles(pair)` -> (T x 3 degrees, usable (T,))."""
+
+    name: ClassVar[str]
+    needs: ClassVar[tuple[str, ...]]
+
+    def angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class GivenPose(PoseBackend):
+    """The prediction's own `pose` (T x >=3: yaw, pitch, roll in degrees first)."""
+
+    name = "given"
+    needs = ("pose",)
+
+    def angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        if "pose" not in pair.pred:
+            raise MetricError("pose_backend 'given' needs the prediction's 'pose'; this method "
+                              "outputs none (use pose_backend: pnp to estimate it from landmarks)")
+        pose = np.asarray(pair.pred["pose"], dtype=np.float64)
+        if pose.ndim != 2 or pose.shape[1] < 3:
+            raise MetricError(f"prediction pose has shape {pose.shape}, expected T x 6 "
+                              f"(yaw, pitch, roll, tx, ty, tz)")
+        angles = pose[:, :3]
+        return angles, np.isfinite(angles).all(axis=1)
+
+
+class PnPPose(PoseBackend):
+    """solvePnP of the prediction's landmarks against `FACE_TEMPLATE_MM` (module docstring)."""
+
+    name = "pnp"
+    needs = ("landmarks",)
+
+    def __init__(self, points: str = "rigid", image_size: Optional[Sequence[float]] = None,
+                 focal: float = 1.0) -> None:
+        if points not in PNP_POINT_SETS:
+            raise ValueError(f"pnp point set must be one of {sorted(PNP_POINT_SETS)}, got {points!r}")
+        if not _positive_number(focal):
+            raise ValueError(f"pnp focal length must be a positive multiple of the frame width, "
+                             f"got {focal!r}")
+        self.points = points
+        self.focal = float(focal)
+        self.image_size = None if image_size is None else (float(image_size[0]), float(image_size[1]))
+
+    def frame_size(self, pair: ClipPair) -> tuple[float, float]:
+        for side, fields in (("prediction", pair.pred), ("reference", pair.ref)):
+            frames = fields.get("frames")
+            if frames is not None and np.ndim(frames) == 4:
+                h, w = np.shape(frames)[1:3]
+                return float(w), float(h)
+        if self.image_size is not None:
+            return self.image_size
+        raise MetricError("pose_backend 'pnp' needs the frame size for its camera and this clip "
+                          "has no frames; set the metric parameter image_size: [width, height]")
+
+    def angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        if "landmarks" not in pair.pred:
+            raise MetricError("pose_backend 'pnp' needs the prediction's 'landmarks'")
+        lmk = np.asarray(pair.pred["landmarks"], dtype=np.float64)
+        points = tuple(int(p) for p in pair.points)
+        if lmk.ndim != 3 or lmk.shape[1:] != (len(points), 2):
+            raise MetricError(f"prediction landmarks have shape {lmk.shape}, expected "
+                              f"T x {len(points)} x 2 (one row per entry of pair.points)")
+        position = {p: i for i, p in enumerate(points)}
+        wanted = [p for p in PNP_POINT_SETS[self.points] if p in position]
+        if len(wanted) < MIN_PNP_POINTS:
+            raise MetricError(f"pose_backend 'pnp' needs at least {MIN_PNP_POINTS} of the "
+                              f"{self.points} points {list(PNP_POINT_SETS[self.points])}; the "
+                              f"prediction covers {len(wanted)}")
+        t = lmk.shape[0]
+        mask = _frame_mask(pair, t)
+        angles, _, ok = solve_head_pose(lmk[:, [position[p] for p in wanted]], wanted,
+                                        self.frame_size(pair), mask, self.focal)
+        return angles, ok
+
+
+POSE_BACKENDS: dict[str, type[PoseBackend]] = {"pnp": PnPPose, "given": GivenPose}
+
+
+def build_pose_backend(name: str, points: str = "rigid",
+                       image_size: Optional[Sequence[float]] = None, focal: float = 1.0
+                       ) -> PoseBackend:
+    """A pose backend by name; `points`, `image_size` and `focal` configure pnp only."""
+    if name not in POSE_BACKENDS:
+        raise KeyError(f"unknown pose backend {name!r}; known: {sorted(POSE_BACKENDS)}")
+    return PnPPose(points, image_size, focal) if name == "pnp" else POSE_BACKENDS[name]()
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions
+# --------------------------------------------------------------------------------------------
+
+def pose_diversity(angles: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """Mean over yaw, pitch, roll of the std over the usable frames (T x 3 degrees in)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.ndim != 2 or angles.shape[1] != 3:
+        raise ValueError(f"angles have shape {angles.shape}, expected T x 3")
+    mask = np.ones(len(angles), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    used = angles[mask]
+    if len(used) < 2:
+        raise MetricError(f"Diversity needs head pose on at least 2 frames, got {len(used)} of "
+                          f"{len(angles)}")
+    return float(used.std(axis=0).mean())
+
+
+def fill_gaps(angles: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Angles with unusable frames filled by linear interpolation (held constant at the ends)."""
+    angles = np.asarray(angles, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.all():
+        return angles
+    if not mask.any():
+        raise MetricError("no frame has a head pose")
+    t = np.arange(len(angles))
+    return np.stack([np.interp(t, t[mask], angles[mask, k]) for k in range(angles.shape[1])], 1)
+
+
+def head_speed(angles: np.ndarray) -> np.ndarray:
+    """||θ_{t+1} − θ_t||₂ per step (T−1,), degrees per frame."""
+    return np.linalg.norm(np.diff(np.asarray(angles, dtype=np.float64), axis=0), axis=1)
+
+
+def local_minima(x: np.ndarray) -> np.ndarray:
+    """Indices i (0 < i < n−1) with x[i] < x[i−1] and x[i] < x[i+1] (argrelextrema(x, np.less))."""
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 3:
+        return np.zeros(0, dtype=int)
+    return np.flatnonzero((x[1:-1] < x[:-2]) & (x[1:-1] < x[2:])) + 1
+
+
+def motion_beats(angles: np.ndarray, smooth_sigma: float = 5.0) -> np.ndarray:
+    """Frames of the local minima of the Gaussian-smoothed head speed (Bailando's `calc_db`)."""
+    speed = head_speed(angles)
+    if smooth_sigma > 0 and len(speed):
+        speed = gaussian_filter(speed, smooth_sigma)
+    return local_minima(speed)
+
+
+def audio_beats(audio: np.ndarray, sample_rate: int, fps: float, num_frames: int,
+                hpss: bool = True) -> np.ndarray:
+    """Video-frame indices (< num_frames) of librosa's beats on the (percussive) onset envelope."""
+    import librosa
+
+    y = np.asarray(audio, dtype=np.float32)
+    hop = int(round(sample_rate / fps))
+    if hpss:
+        y = librosa.effects.percussive(y)
+    env = librosa.onset.onset_strength(y=y, sr=sample_rate, hop_length=hop, aggregate=np.median)
+    _, beats = librosa.beat.beat_track(onset_envelope=env, sr=sample_rate, hop_length=hop)
+    beats = np.asarray(beats, dtype=np.int64)
+    if hop * fps != sample_rate:  # onset frames are not video frames: map by time
+        beats = np.round(beats * hop / sample_rate * fps).astype(np.int64)
+    return np.unique(beats[(beats >= 0) & (beats < num_frames)])
+
+
+def beat_align_score(motion: np.ndarray, audio: np.ndarray, sigma: float = 3.0) -> float:
+    """Mean over audio beats of exp(−d²/(2σ²)), d = frames to the nearest motion beat.
+
+    No audio beat is an error; no motion beat scores 0.
+    """
+    motion = np.asarray(motion, dtype=np.float64).ravel()
+    audio = np.asarray(audio, dtype=np.float64).ravel()
+    if audio.size == 0:
+        raise MetricError("no audio beat")
+    if motion.size == 0:
+        return 0.0
+    d = np.abs(audio[:, None] - motion[None, :]).min(axis=1)
+    return float(np.exp(-d ** 2 / (2.0 * sigma ** 2)).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Metric classes
+# --------------------------------------------------------------------------------------------
+
+def _positive_number(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
+class _HeadMotionMetric(Metric):
+    higher_is_better = True
+    needs = ("landmarks",)  # pose_backend pnp (the default); "given" needs ("pose",)
+    level = "clip"
+    defaults: ClassVar[dict[str, Any]] = {"pose_backend": "pnp", "pnp_points": "rigid",
+                                          "pnp_focal": 1.0, "image_size": None}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.backend = build_pose_backend(self.params["pose_backend"], self.params["pnp_points"],
+                                          self.params["image_size"], self.params["pnp_focal"])
+        self.needs = self.backend.needs
+
+    def validate_params(self) -> None:
+        p = self.params
+        if p["pose_backend"] not in POSE_BACKENDS:
+            raise ValueError(f"metric {self.name}: parameter 'pose_backend' must be one of "
+                             f"{sorted(POSE_BACKENDS)}, got {p['pose_backend']!r}")
+        if p["pnp_points"] not in PNP_POINT_SETS:
+            raise ValueError(f"metric {self.name}: parameter 'pnp_points' must be one of "
+                             f"{sorted(PNP_POINT_SETS)}, got {p['pnp_points']!r}")
+        if not _positive_number(p["pnp_focal"]):
+            raise ValueError(f"metric {self.name}: parameter 'pnp_focal' must be a positive "
+                             f"multiple of the frame width, got {p['pnp_focal']!r}")
+        size = p["image_size"]
+        if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2
+                                     and all(_positive_number(v) for v in size)):
+            raise ValueError(f"metric {self.name}: parameter 'image_size' must be null or "
+                             f"[width, height] in pixels, got {size!r}")
+
+    def head_angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame (yaw, pitch, roll) and which frames have them. `frame_mask` (landmark
+        detection) applies to pnp only: a given pose does not depend on a detector."""
+        angles, ok = self.backend.angles(pair)
+        if len(angles) == 0:
+            raise MetricError("the clip has no frames")
+        return angles, ok
+
+
+@register
+class Diversity(_HeadMotionMetric):
+    """Std over time of yaw, pitch, roll (degrees), averaged over the three; ground truth is the target."""
+
+    name = "Diversity"
+
+    def clip_value(self, pair: ClipPair) -> float:
+        angles, ok = self.head_angles(pair)
+        return pose_diversity(angles, ok)
+
+
+@register
+class BeatAlign(_HeadMotionMetric):
+    """Bailando's Beat Align Score of head-motion beats against audio beats (module docstring)."""
+
+    name = "BeatAlign"
+    defaults = {**_HeadMotionMetric.defaults, "sigma": 3.0, "smooth_sigma": 5.0, "hpss": True}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.notes: dict[str, str] = {}  # clip id -> what was unusual about its score
+
+    def validate_params(self) -> None:
+        super().validate_params()
+        p = self.params
+        if not _positive_number(p["sigma"]):
+            raise ValueError(f"metric {self.name}: parameter 'sigma' must be a positive number "
+                             f"of frames, got {p['sigma']!r}")
+        s = p["smooth_sigma"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            raise ValueError(f"metric {self.name}: parameter 'smooth_sigma' must be a number of "
+                             f"frames >= 0, got {s!r}")
+        if not isinstance(p["hpss"], bool):
+            raise ValueError(f"metric {self.name}: parameter 'hpss' must be true or false, "
+                             f"got {p['hpss']!r}")
+
+    def clip_value(self, pair: ClipPair) -> float:
+        if pair.audio is None or np.size(pair.audio) == 0:
+            raise MetricError("Beat Align needs the clip's audio; this clip has none")
+        audio = np.asarray(pair.audio)
+        if audio.ndim != 1 or not np.isfinite(audio).all():
+            raise MetricError(f"audio must be a finite mono signal, got shape {audio.shape}")
+        if not _positive_number(pair.fps) or not _positive_number(pair.sample_rate):
+            raise MetricError(f"fps ({pair.fps}) and sample_rate ({pair.sample_rate}) must be "
+                              f"positive")
+        angles, ok = self.head_angles(pair)
+        notes = []
+        if not ok.any():
+            raise MetricError("no frame has a head pose")
+        if not ok.all():
+            notes.append(f"{int((~ok).sum())} of {len(ok)} frame(s) without a head pose were "
+                         f"interpolated")
+        angles = fill_gaps(angles, ok)
+        heard = audio_beats(audio, int(pair.sample_rate), float(pair.fps), len(angles),
+                            hpss=self.params["hpss"])
+        if heard.size == 0:
+            raise MetricError(f"no audio beat found in the clip's {len(audio) / pair.sample_rate:.2f} s "
+                              f"of audio (silent or too short for librosa's beat tracker)")
+        moved = motion_beats(angles, float(self.params["smooth_sigma"]))
+        if moved.size == 0:
+            notes.append("no motion beat (the smoothed head speed has no local minimum): score 0")
+        if notes:
+            self.notes[pair.clip_id] = "; ".join(notes)
+            log.info("BeatAlign %s: %s", pair.clip_id, self.notes[pair.clip_id])
+        return beat_align_score(moved, heard, float(self.params["sigma"]))
