@@ -35,6 +35,7 @@ def available_methods() -> list[str]:
 
 def _load_builtin() -> None:
     from baselines import reference  # noqa: F401  (runs the @register decorators)
+    from baselines import kfusion  # noqa: F401
     from baselines import gnerf_a2l, spear_a2l  # noqa: F401
 
 

@@ -163,6 +163,7 @@ class TorchMethodConfig(MethodConfig):
     window_frames: int = 32  # training crop length in video frames
     log_every: int = 50  # steps between log lines (the progress bar updates every step)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    weight_decay: float = 0.0  # Adam's L2 penalty (0 = plain Adam, as the papers)
     # torch intra-op threads during fit / predict (restored afterwards); 0 = torch's default. Small
     # models gain nothing from more threads and lose a lot when another process shares the cores
     # (OpenMP workers wait on each other); a fixed count also keeps CPU results independent of the
@@ -231,7 +232,7 @@ class TorchMethod(Method):
         rng = np.random.default_rng(seed)
         model = self.build_model().to(device)
         params = self.trainable_parameters(model)
-        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=getattr(cfg, "weight_decay", 0.0))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs),
                                                                eta_min=cfg.lr_min)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
