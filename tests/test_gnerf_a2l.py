@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from baselines import available_methods, build_method
-from baselines.audio_frontends import build_frontend
+from baselines.audio_frontends import FrontendUnavailable, build_frontend
 from baselines.base import MethodInput
 from baselines.gnerf_a2l import POINTS, GNerfA2LConfig, GNerfA2LMethod
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera, rotation_matrices
@@ -217,6 +217,21 @@ def test_registered_points_and_presets():
     paper = GNerfA2LConfig.preset("paper")
     assert (paper.pretrained, paper.d_model, paper.heads, paper.ff, paper.layers, paper.period, paper.lr,
             paper.window_frames) == ("facebook/wav2vec2-base-960h", 64, 4, 512, 2, 25, 1e-4, 200)
+
+
+def test_paper_preset_needs_wav2vec2_and_builds_from_a_local_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
+    with pytest.raises(FrontendUnavailable, match="facebook/wav2vec2-base-960h"):
+        build_method("gnerf_a2l", "paper").build_model()
+    torch.manual_seed(0)
+    stand_in = build_frontend("wav2vec2", {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "conv_dim": 8})
+    stand_in.encoder.save_pretrained(tmp_path / "w2v")
+    net = build_method("gnerf_a2l", "paper", {"pretrained": str(tmp_path / "w2v")}).build_model().net
+    assert not any(p.requires_grad for p in net.frontend.encoder.feature_extractor.parameters())
+    assert any(p.requires_grad for p in net.frontend.encoder.encoder.parameters())  # transformer fine-tuned
+    assert net.landmark_encoder.conv.out_channels == 512 and net.landmark_encoder.conv.dilation == (2,)
+    assert len(net.layers) == 2 and net.layers[0].ff[0].out_features == 512 and net.output.out_features == 111
 
 
 def test_trains_a_step_and_predicts_projected_points(clips):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from baselines import available_methods, build_method
-from baselines.audio_frontends import build_frontend
+from baselines.audio_frontends import FrontendUnavailable, build_frontend
 from baselines.base import MethodInput
 from baselines.spear_a2l import POINTS, SpearA2LConfig, SpearA2LMethod, triangular_weights, window_starts
 from baselines.spear_a2l.model import (AudioFeatureEncoder, LandmarkSetEncoder, PoseEncoder, SpearA2L,
@@ -146,6 +146,31 @@ def test_registered_points_inputs_and_presets():
     for n in VARIANTS:
         if n != "spear_a2l_mfcc":
             assert build_method(n, "paper").config.pretrained  # a real pretrained encoder at paper scale
+
+
+@pytest.mark.parametrize("name,model", [("spear_a2l", "facebook/hubert-large-ls960-ft"),
+                                        ("spear_a2l_wav2vec2_conformer", "facebook/wav2vec2-conformer-rope-large-960h-ft"),
+                                        ("spear_a2l_unispeech", "microsoft/unispeech-large-1500h-cv")])
+def test_paper_preset_needs_its_weights(name, model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
+    with pytest.raises(FrontendUnavailable, match=model):
+        build_method(name, "paper").build_model()
+
+
+def test_paper_architecture_around_a_local_24_layer_encoder(tmp_path):
+    """The paper preset's network on a stand-in 24-layer HuBERT saved to a folder: layers 6/12/24, frozen."""
+    torch.manual_seed(0)
+    stand_in = build_frontend("hubert", {"hidden_size": 16, "num_layers": 24, "num_heads": 2, "conv_dim": 8})
+    stand_in.encoder.save_pretrained(tmp_path / "hubert")
+    m = build_method("spear_a2l", "paper", {"pretrained": str(tmp_path / "hubert")})
+    model = m.build_model()
+    net = model.net
+    assert net.frontend.layers == [6, 12, 24] and net.audio_encoder.num_layers == 3
+    assert not any(p.requires_grad for p in net.frontend.parameters())
+    assert net.transformer.layers[0].linear1.out_features == 1024 and len(net.transformer.layers) == 4
+    out = model(torch.randn(2, 5 * 640) * 0.1, torch.zeros(2, 5, 6), torch.randn(2, 68, 2) * 0.3)
+    assert out.shape == (2, 5, 37, 2)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

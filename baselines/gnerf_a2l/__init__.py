@@ -78,7 +78,7 @@ class GNerfA2LConfig(TorchMethodConfig):
     camera_frames: int = 1500  # frames used to fit the head camera
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(epochs=60, lr=2e-3, lr_min=1e-4, batch_size=8, window_frames=64, grad_clip=1.0, threads=1,
+        "tiny": dict(epochs=45, lr=2e-3, lr_min=1e-4, batch_size=8, window_frames=64, grad_clip=1.0, threads=1,
                      pretrained=None, freeze="none", fe_hidden=48, fe_num_layers=2, fe_heads=4, fe_conv_dim=32,
                      d_model=64, heads=4, layers=2, ff=128, dropout=0.1, lm_channels=32, lm_heads=4,
                      lm_layers=1, lm_ff=64, lm_dropout=0.0),
