@@ -242,7 +242,8 @@ class TorchMethod(Method):
         identity = {"method": self.name, "config": self.config.hash(), "seed": seed,
                     "train": [c.id for c in train]}
         if state_path is not None and state_path.exists():
-            saved = torch.load(state_path, map_location=device, weights_only=False)
+            # on the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and moments
+            saved = torch.load(state_path, map_location="cpu", weights_only=False)
             if saved.get("identity") == identity:
                 model.load_state_dict(saved["model"])
                 optimizer.load_state_dict(saved["optimizer"])
