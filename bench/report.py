@@ -152,9 +152,11 @@ def failure_lines(rows: list[dict]) -> list[str]:
 def not_applicable_lines(rows: list[dict]) -> list[str]:
     lines = []
     for row in rows:
-        labels = [label for label, m in row["metrics"].items() if m.get("not_applicable")]
-        if labels:
-            reason = row["metrics"][labels[0]]["not_applicable"]
+        by_reason: dict[str, list[str]] = {}
+        for label, m in row["metrics"].items():
+            if m.get("not_applicable"):
+                by_reason.setdefault(m["not_applicable"], []).append(label)
+        for reason, labels in by_reason.items():
             lines.append(f"- **{row['row']}**: {', '.join(labels)} ({reason})")
     return lines or ["None."]
 

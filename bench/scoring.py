@@ -130,9 +130,15 @@ class Scorer:
         method) is marked not applicable for the whole row instead of failing on every clip.
         """
         outcomes = [MetricOutcome(spec, metric, unavailable=why) for spec, metric, why in self.metrics]
+        predicted = [p for p in predictions.values() if self.landmark_source(p) == "predicted"]
+        # the points every landmark prediction covers (methods like SPEAR predict the lower face only)
+        coverage = set(range(68)).intersection(*(p.points for p in predicted)) if predicted else None
         for outcome in outcomes:
             if outcome.metric is not None:
                 outcome.not_applicable = self.applicable(outcome.metric, outputs)
+                if outcome.not_applicable is None and coverage is not None \
+                        and "landmarks" in outcome.metric.needs:
+                    outcome.not_applicable = outcome.metric.points_problem(tuple(sorted(coverage)))
         for clip_id, clip in self.clips.items():
             if clip_id in prediction_failures or clip_id not in predictions:
                 reason = prediction_failures.get(clip_id, "no prediction")
@@ -208,7 +214,8 @@ class Scorer:
             "name": outcome.spec.name,
             "params": metric.params if metric else outcome.spec.params,
             "version": metric.version if metric else None,
-            "higher_is_better": metric.higher_is_better if metric else None,
+            # the class knows the direction even when the metric could not be built here
+            "higher_is_better": metric.higher_is_better if metric else _direction(outcome.spec.name),
             "value": value,
             "ci": list(ci),
             "n": len(values),
@@ -219,6 +226,13 @@ class Scorer:
             "notes": list(outcome.notes),
             "per_clip": dict(sorted(outcome.per_clip.items())),
         }
+
+
+def _direction(name: str) -> Optional[bool]:
+    from metrics import METRICS
+
+    cls = METRICS.get(name)
+    return getattr(cls, "higher_is_better", None) if cls else None
 
 
 def _available_fields(pred: Prediction, clip: Clip, scorer: Scorer) -> set[str]:

@@ -335,6 +335,13 @@ class _AUMetric(Metric):
     defaults = {"backend": "geometric", "au": "all", "labels": "detected", "csv_dir": None,
                 "min_confidence": 0.8}
 
+    def points_problem(self, points: tuple[int, ...]) -> Optional[str]:
+        if self.params["backend"] != "geometric":
+            return None
+        missing = [p for p in _GEOMETRIC_POINTS if p not in points]
+        return (f"the geometric AU detector needs iBUG points {missing}, which the method does "
+                "not predict") if missing else None
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.needs = ("frames",) if self.params["backend"] == "openface-csv" else ("landmarks",)

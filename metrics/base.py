@@ -74,6 +74,13 @@ class Metric:
         """What a cached value depends on besides its inputs."""
         return {"name": self.name, "version": self.version, "params": self.params}
 
+    def points_problem(self, points: tuple[int, ...]) -> Optional[str]:
+        """Why predicted landmarks covering only `points` (iBUG-68 indices) cannot feed this
+        metric, or None. The runner then reports the metric as not applicable to that method
+        (e.g. head pose from a method that predicts only the jaw and mouth) instead of failing
+        every clip."""
+        return None
+
     def clip_value(self, pair: ClipPair) -> float:
         raise NotImplementedError(f"{self.name} is a set-level metric")
 

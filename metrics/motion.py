@@ -442,6 +442,16 @@ class _HeadMotionMetric(Metric):
             raise ValueError(f"metric {self.name}: parameter 'image_size' must be null or "
                              f"[width, height] in pixels, got {size!r}")
 
+    def points_problem(self, points: tuple[int, ...]) -> Optional[str]:
+        if self.params["pose_backend"] != "pnp":
+            return None
+        rigid = PNP_POINT_SETS[self.params["pnp_points"]]
+        covered = [p for p in rigid if p in points]
+        if len(covered) < MIN_PNP_POINTS:
+            return (f"head pose by PnP needs at least {MIN_PNP_POINTS} of the points {list(rigid)}; "
+                    f"the method predicts {len(covered)} of them")
+        return None
+
     def head_angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame (yaw, pitch, roll) and which frames have them. `frame_mask` (landmark
         detection) applies to pnp only: a given pose does not depend on a detector."""

@@ -25,6 +25,7 @@ def mini(tmp_path_factory):
     raw = yaml.safe_load(open(load_protocol("synthtalk").path))
     raw["id"] = "synthtalk-mini"
     raw["dataset"]["options"] = {"size": 2, "seed": 0}
+    raw["methods"] = METHODS  # the learned methods are trained and scored in their own tests
     path = tmp / "synthtalk-mini.yaml"
     path.write_text(yaml.safe_dump(raw))
     out = run(str(path), out_root=tmp / "results", progress=False)
@@ -188,3 +189,23 @@ def test_frame_only_predictions_are_scored_through_the_detector(mini, tmp_path):
     for label in ("M-LD", "F-LD", "M-LVD", "F-LVD", "LMD"):
         assert r["metrics"][label]["value"] == 0.0 and r["metrics"][label]["n"] == 2
     assert r["metrics"]["PSNR"]["value"] == 100.0
+
+
+def test_partial_landmarks_make_pose_and_au_metrics_not_applicable(mini, tmp_path):
+    """A method predicting only jaw + mouth is scored on those points; head pose (PnP) and the
+    geometric AU detector need points it does not predict, so they are n/a, not 6 failures."""
+    path, out = mini
+    protocol = load_protocol(path)
+    clips = load_splits(protocol)["test"]
+    points = list(range(17)) + list(range(48, 68))
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for clip in clips:
+        np.savez(partial / f"{clip.id}.npz", landmarks=clip.landmarks[:, points], points=np.array(points))
+    r = score_directory(protocol, Scorer(protocol, clips), partial, "partial", {}, progress=False)
+    assert r["landmark_points"] == [points]
+    assert r["metrics"]["M-LD"]["value"] == 0.0 and r["metrics"]["M-LD"]["n"] == 6
+    for label in ("Diversity", "BeatAlign", "AU-F1", "AU-Acc"):
+        m = r["metrics"][label]
+        assert m["not_applicable"] and m["failures"] == 0 and m["value"] is None
+    assert "PnP" in r["metrics"]["Diversity"]["not_applicable"]
