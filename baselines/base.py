@@ -104,6 +104,9 @@ class Method:
     outputs: ClassVar[frozenset[str]]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     trainable: ClassVar[bool] = False
+    # Method names of this method's ablation variants (the paper's ablation table), added as rows
+    # by `talkbench run --ablations`.
+    ablations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Optional[MethodConfig] = None) -> None:
         self.config = config if config is not None else self.Config.preset("tiny")

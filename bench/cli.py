@@ -16,7 +16,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
     out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, preset=args.preset,
-              out_root=Path(args.results) if args.results else None, progress=not args.quiet)
+              out_root=Path(args.results) if args.results else None, progress=not args.quiet,
+              ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     print(f"results and report: {out / 'README.md'}")
     return 0
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", help="config preset for every method (tiny or paper)")
+    p.add_argument("--ablations", action="store_true", help="add each method's ablation variants as rows")
+    p.add_argument("--checkpoint", help="load this checkpoint instead of training (one method)")
     p.add_argument("--results", help="results root (default: the repository's results/)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
@@ -139,12 +142,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from bench.checkpoint import CheckpointError
     from bench.protocol import ProtocolError
 
     try:
         return args.func(args)
     except ProtocolError as exc:
         print(f"talkbench: protocol error: {exc}", file=sys.stderr)
+        return 2
+    except (CheckpointError, KeyError, ValueError) as exc:  # bad names, files or options
+        if args.verbose:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"talkbench: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from baselines import build_method, method_class
 from baselines.base import Method, MethodInput, Prediction
 from bench.cache import key_of
-from bench.checkpoint import file_sha256
+from bench.checkpoint import CheckpointError, file_sha256
 from bench.clip import Clip
 from bench.datasets import clip_hash, load_splits
 from bench.paths import repo_root, talkbench_home
@@ -49,12 +49,20 @@ def seed_everything(seed: int) -> None:
 
 
 def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "cpu", seed: int = 0,
-        preset: Optional[str] = None, out_root: Optional[Path] = None, progress: bool = True) -> Path:
-    """Run the protocol's methods (or `methods`), write result JSONs and the report; return the results dir."""
+        preset: Optional[str] = None, out_root: Optional[Path] = None, progress: bool = True,
+        ablations: bool = False, checkpoint: Optional[Path] = None) -> Path:
+    """Run the protocol's methods (or `methods`), write result JSONs and the report; return the
+    results dir. `ablations` adds each method's ablation variants as rows; `checkpoint` loads that
+    file instead of training (one method only)."""
     from bench.report import write_report
 
     protocol = load_protocol(protocol_name)
-    specs = select_methods(protocol, methods, preset)
+    specs = select_methods(protocol, methods, preset, ablations)
+    if checkpoint is not None:
+        if len(specs) != 1:
+            raise ValueError("--checkpoint loads one method's weights: name exactly one with --methods")
+        if not Path(checkpoint).is_file():
+            raise CheckpointError(f"checkpoint {checkpoint} does not exist")
     splits = load_splits(protocol)
     if not splits["test"]:
         raise ValueError(f"protocol {protocol.id}: the test split is empty")
@@ -68,9 +76,11 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     for spec in specs:
         method = build_method(spec.name, spec.preset, spec.config)
         workdir = talkbench_home() / "runs" / protocol.id / spec.row / f"{method.config.hash()}-seed{seed}-data{data_key}"
+        if checkpoint is not None:  # predictions of a given checkpoint are kept apart from trained ones
+            workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        checkpoint = train_or_load(method, splits, workdir, device, seed)
+        ckpt_path = train_or_load(method, splits, workdir, device, seed, checkpoint)
         timings["fit_or_load_s"] = time.perf_counter() - start
         start = time.perf_counter()
         pred_dir = workdir / "predictions"
@@ -79,7 +89,7 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
         provenance = {
             "seed": seed, "preset": spec.preset, "config": method.config.to_dict(),
             "config_hash": method.config.hash(),
-            "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
+            "checkpoint_sha256": file_sha256(ckpt_path) if ckpt_path else None,
             "predictions": str(pred_dir.relative_to(talkbench_home())), **env,
         }
         result = score_directory(protocol, scorer, pred_dir, spec.row, provenance, failures,
@@ -92,7 +102,8 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     return out
 
 
-def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str]) -> list[MethodSpec]:
+def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str],
+                   ablations: bool = False) -> list[MethodSpec]:
     if names:
         by_name = {m.row: m for m in protocol.methods} | {m.name: m for m in protocol.methods}
         specs = [by_name.get(n, MethodSpec(n)) for n in names]
@@ -102,17 +113,27 @@ def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optio
         raise ValueError(f"protocol {protocol.id} lists no methods; name some with --methods")
     for spec in specs:
         method_class(spec.name)  # unknown names fail before any work starts
+    if ablations:
+        present = {s.name for s in specs}
+        for spec in list(specs):
+            for variant in method_class(spec.name).ablations:
+                if variant not in present:
+                    specs.append(MethodSpec(variant, spec.preset))
+                    present.add(variant)
     if preset:
         specs = [MethodSpec(s.name, preset, s.label, s.config) for s in specs]
     return specs
 
 
 def train_or_load(method: Method, splits: dict[str, list[Clip]], workdir: Path, device: str,
-                  seed: int) -> Optional[Path]:
-    """Fit on the train split, or load the checkpoint an earlier run left. None if nothing to learn."""
+                  seed: int, checkpoint: Optional[Path] = None) -> Optional[Path]:
+    """Fit on the train split, or load `checkpoint` / the one an earlier run left. None if nothing
+    to learn. Loading refuses a checkpoint whose config differs from the method's."""
     if not method.trainable:
+        if checkpoint is not None:
+            raise ValueError(f"{method.name} has nothing to learn: --checkpoint does not apply")
         return None
-    path = workdir / "model.ckpt.npz"
+    path = Path(checkpoint) if checkpoint is not None else workdir / "model.ckpt.npz"
     if path.exists():
         loaded = type(method).load(path, method.config)
         method.set_state(loaded.state())

@@ -209,3 +209,32 @@ def test_partial_landmarks_make_pose_and_au_metrics_not_applicable(mini, tmp_pat
         m = r["metrics"][label]
         assert m["not_applicable"] and m["failures"] == 0 and m["value"] is None
     assert "PnP" in r["metrics"]["Diversity"]["not_applicable"]
+
+
+def test_ablations_add_the_variant_rows():
+    from bench.runner import select_methods
+
+    protocol = load_protocol("synthtalk")
+    rows = [s.name for s in select_methods(protocol, ["kfusion", "spear_a2l", "static"], None, ablations=True)]
+    assert rows[:3] == ["kfusion", "spear_a2l", "static"]
+    assert set(rows[3:]) == {"kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head",
+                             "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech"}
+    assert [s.name for s in select_methods(protocol, ["static"], None, ablations=True)] == ["static"]
+
+
+def test_run_from_a_given_checkpoint(mini, tmp_path, capsys):
+    path, out = mini
+    ckpt = next((load_protocol_path_dir(out, "mean_motion").parent).glob("model.ckpt.npz"))
+    before = result(out, "mean_motion")["metrics"]["M-LD"]["per_clip"]
+    run(str(path), methods=["mean_motion"], checkpoint=ckpt, out_root=tmp_path, progress=False)
+    again = json.loads((tmp_path / "synthtalk-mini" / "mean_motion.json").read_text())
+    assert again["metrics"]["M-LD"]["per_clip"] == before
+    assert again["provenance"]["checkpoint_sha256"] == result(out, "mean_motion")["provenance"]["checkpoint_sha256"]
+    assert main(["run", str(path), "--methods", "mean_motion", "--checkpoint", str(tmp_path / "nope.npz"),
+                 "--results", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["run", str(path), "--methods", "audio_energy", "--checkpoint", str(ckpt),
+                 "--results", str(tmp_path)]) == 2
+    assert "for method 'mean_motion'" in capsys.readouterr().err
+    assert main(["run", str(path), "--methods", "no_such_method", "--results", str(tmp_path)]) == 2
+    assert "unknown method" in capsys.readouterr().err

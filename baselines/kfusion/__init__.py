@@ -155,6 +155,7 @@ class KFusionConfig(TorchMethodConfig):
 @register
 class KFusion(TorchMethod):
     name = "kfusion"
+    ablations = ("kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head")  # Table 2
     description = "KFusion of Dual-Domain: Global + Content domains fused by 1-3-1 convs and a KAN head"
     inputs = frozenset({"audio", "identity_landmarks", "emotion"})
     outputs = frozenset({"landmarks"})

@@ -173,6 +173,7 @@ class SpearModule(torch.nn.Module):
 @register
 class SpearA2LMethod(TorchMethod):
     name = "spear_a2l"
+    ablations = ("spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech")  # Table 3
     description = ("SPEAR audio-to-landmark (HuBERT layers + residual 1D-CNN, pose and reference "
                    "encoders, transformer; MSE + velocity loss): jaw + mouth")
     inputs = frozenset({"audio", "identity_landmarks", "pose"})
