@@ -218,7 +218,7 @@ def prepare_landmarks(pair: ClipPair, region: str, normalize: str
 # Metric classes
 # --------------------------------------------------------------------------------------------
 
-class _LandmarkMetric(Metric):
+class LandmarkMetric(Metric):
     higher_is_better = False
     needs = ("landmarks",)
     level = "clip"
@@ -242,12 +242,12 @@ class _LandmarkMetric(Metric):
         raise NotImplementedError
 
 
-class _LD(_LandmarkMetric):
+class _LD(LandmarkMetric):
     def compute(self, pred, ref, mask, scale):
         return landmark_distance(pred, ref, center=False, mask=mask, scale=scale)
 
 
-class _LVD(_LandmarkMetric):
+class _LVD(LandmarkMetric):
     def compute(self, pred, ref, mask, scale):
         return velocity_difference(pred, ref, mask=mask, scale=scale)
 
@@ -281,7 +281,7 @@ class FaceLVD(_LVD):
 
 
 @register
-class LMD(_LandmarkMetric):
+class LMD(LandmarkMetric):
     """RAD-NeRF / ER-NeRF LMD: per-frame mean-centred sets, mean per-point L2, mean over frames."""
     name = "LMD"
     defaults = {"region": "mouth", "normalize": "none"}
