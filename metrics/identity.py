@@ -63,7 +63,6 @@ the ``cpbd`` package to 1e-6 when that package is installed.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -74,6 +73,7 @@ from scipy.ndimage import convolve
 
 from metrics import register
 from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
+from metrics.extractors import _INSTALL_HINT, face_model_path
 from metrics.fid import stride_subsample
 
 log = logging.getLogger(__name__)
@@ -223,20 +223,6 @@ class CPBD(Metric):
 FACE_REC_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 SHAPE_PREDICTORS = {5: "shape_predictor_5_face_landmarks.dat",
                     68: "shape_predictor_68_face_landmarks.dat"}
-_INSTALL_HINT = "install it with `pip install dlib-bin face-recognition-models` (both on PyPI)"
-
-
-def face_model_path(filename: str) -> Path:
-    """Path of a dlib model file shipped by `face-recognition-models` (located, not imported)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MetricUnavailable(f"{filename} comes with the package face-recognition-models; "
-                                f"{_INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
-    if not path.is_file():
-        raise MetricUnavailable(f"{path} is missing; reinstall face-recognition-models "
-                                f"(`pip install --force-reinstall face-recognition-models`)")
-    return path
 
 
 class DlibFaceEmbedder:
