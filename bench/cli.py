@@ -34,7 +34,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     pred_dir = Path(args.predictions)
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
-    scorer = Scorer(protocol, load_splits(protocol)["test"], args.device)
+    scorer = Scorer(protocol, load_splits(protocol, not args.quiet)["test"], args.device)
     provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
                   **environment(args.device)}
     result = score_directory(protocol, scorer, pred_dir, args.name, provenance, progress=not args.quiet)

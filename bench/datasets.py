@@ -13,25 +13,25 @@ from bench.clip import Clip
 from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split
 
 
-def _synthtalk(protocol: Protocol) -> list[Clip]:
+def _synthtalk(protocol: Protocol, progress: bool = True) -> list[Clip]:
     from bench.data.synthtalk import corpus
 
     options = dict(protocol.dataset_options)
     unknown = set(options) - {"size", "seed"}
     if unknown:
         raise ProtocolError(f"dataset.options: unknown option(s) {sorted(unknown)} for synthtalk")
-    root = corpus.build(size=options.get("size", "small"), seed=int(options.get("seed", 0)))
+    root = corpus.build(size=options.get("size", "small"), seed=int(options.get("seed", 0)), progress=progress)
     return corpus.load_clips(root)
 
 
-ADAPTERS: dict[str, Callable[[Protocol], list[Clip]]] = {"synthtalk": _synthtalk}
+ADAPTERS: dict[str, Callable[..., list[Clip]]] = {"synthtalk": _synthtalk}
 
 
-def load_splits(protocol: Protocol) -> dict[str, list[Clip]]:
+def load_splits(protocol: Protocol, progress: bool = True) -> dict[str, list[Clip]]:
     """Clips of each split, windowed as the protocol says, in a stable order."""
     if protocol.dataset not in ADAPTERS:
         raise ProtocolError(f"dataset.name: unknown dataset {protocol.dataset!r}; known: {sorted(ADAPTERS)}")
-    clips = ADAPTERS[protocol.dataset](protocol)
+    clips = ADAPTERS[protocol.dataset](protocol, progress=progress)
     for clip in clips:
         if abs(clip.fps - protocol.fps) > 1e-6:
             raise ProtocolError(f"clip {clip.id} is at {clip.fps} fps but the protocol asks for {protocol.fps}")

@@ -39,7 +39,7 @@ def make_figures(protocol: Protocol, rows: list[dict], out: Path) -> list[tuple[
     if not pred_dirs or not all(d.exists() for d in pred_dirs.values()):
         return existing
     try:
-        clip = load_splits(protocol)["test"][0]
+        clip = load_splits(protocol, progress=False)["test"][0]
     except Exception as exc:  # the dataset is not on this machine: keep the committed figures
         log.warning("figures not redrawn (%s)", exc)
         return existing

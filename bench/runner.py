@@ -63,7 +63,7 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             raise ValueError("--checkpoint loads one method's weights: name exactly one with --methods")
         if not Path(checkpoint).is_file():
             raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-    splits = load_splits(protocol)
+    splits = load_splits(protocol, progress)
     if not splits["test"]:
         raise ValueError(f"protocol {protocol.id}: the test split is empty")
     scorer = Scorer(protocol, splits["test"], device)
