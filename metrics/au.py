@@ -358,15 +358,9 @@ class _AUMetric(Metric):
 
     def validate_params(self) -> None:
         p = self.params
-        if p["backend"] not in BACKENDS:
-            raise ValueError(f"metric {self.name}: parameter 'backend' must be one of {BACKENDS}, "
-                             f"got {p['backend']!r}")
-        if p["au"] not in AU_CHOICES:
-            raise ValueError(f"metric {self.name}: parameter 'au' must be one of {AU_CHOICES}, "
-                             f"got {p['au']!r}")
-        if p["labels"] not in LABEL_SOURCES:
-            raise ValueError(f"metric {self.name}: parameter 'labels' must be one of "
-                             f"{LABEL_SOURCES}, got {p['labels']!r}")
+        self.check_choice("backend", BACKENDS)
+        self.check_choice("au", AU_CHOICES)
+        self.check_choice("labels", LABEL_SOURCES)
         mc = p["min_confidence"]
         if isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc <= 1:
             raise ValueError(f"metric {self.name}: parameter 'min_confidence' must be a number in "

@@ -70,6 +70,13 @@ class Metric:
     def validate_params(self) -> None:
         """Raise ValueError naming the bad parameter. Override where parameters have constraints."""
 
+    def check_choice(self, key: str, choices) -> None:
+        """ValueError naming the parameter unless its value is one of `choices`."""
+        value = self.params[key]
+        if value not in choices:
+            raise ValueError(f"metric {self.name}: parameter '{key}' must be one of "
+                             f"{sorted(choices, key=str)}, got {value!r}")
+
     def identity(self) -> dict:
         """What a cached value depends on besides its inputs."""
         return {"name": self.name, "version": self.version, "params": self.params}

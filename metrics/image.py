@@ -125,9 +125,7 @@ class _ImageMetric(Metric):
                 or dr <= 0:
             raise ValueError(f"metric {self.name}: parameter 'data_range' must be a positive "
                              f"number, got {dr!r}")
-        if self.params["color"] not in COLORS:
-            raise ValueError(f"metric {self.name}: parameter 'color' must be one of {COLORS}, "
-                             f"got {self.params['color']!r}")
+        self.check_choice("color", COLORS)
 
     def _batches(self, pred: np.ndarray, ref: np.ndarray, dtype: torch.dtype
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -220,9 +218,7 @@ class SSIM(_ImageMetric):
 
     def validate_params(self) -> None:
         super().validate_params()
-        if self.params["border"] not in SSIM_BORDERS:
-            raise ValueError(f"metric {self.name}: parameter 'border' must be one of "
-                             f"{SSIM_BORDERS}, got {self.params['border']!r}")
+        self.check_choice("border", SSIM_BORDERS)
 
     def frame_values(self, pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
         h, w = pred.shape[1:3]

@@ -226,9 +226,7 @@ class LandmarkMetric(Metric):
     region: ClassVar[str] = "face"
 
     def validate_params(self) -> None:
-        if self.params["normalize"] not in NORMALIZERS:
-            raise ValueError(f"metric {self.name}: parameter 'normalize' must be one of "
-                             f"{sorted(NORMALIZERS)}, got {self.params['normalize']!r}")
+        self.check_choice("normalize", NORMALIZERS)
 
     def _region(self) -> str:
         return self.region
@@ -288,9 +286,7 @@ class LMD(LandmarkMetric):
 
     def validate_params(self) -> None:
         super().validate_params()
-        if self.params["region"] not in REGIONS:
-            raise ValueError(f"metric {self.name}: parameter 'region' must be one of "
-                             f"{sorted(REGIONS)}, got {self.params['region']!r}")
+        self.check_choice("region", REGIONS)
 
     def _region(self) -> str:
         return self.params["region"]

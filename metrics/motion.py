@@ -427,12 +427,8 @@ class _HeadMotionMetric(Metric):
 
     def validate_params(self) -> None:
         p = self.params
-        if p["pose_backend"] not in POSE_BACKENDS:
-            raise ValueError(f"metric {self.name}: parameter 'pose_backend' must be one of "
-                             f"{sorted(POSE_BACKENDS)}, got {p['pose_backend']!r}")
-        if p["pnp_points"] not in PNP_POINT_SETS:
-            raise ValueError(f"metric {self.name}: parameter 'pnp_points' must be one of "
-                             f"{sorted(PNP_POINT_SETS)}, got {p['pnp_points']!r}")
+        self.check_choice("pose_backend", POSE_BACKENDS)
+        self.check_choice("pnp_points", PNP_POINT_SETS)
         if not _positive_number(p["pnp_focal"]):
             raise ValueError(f"metric {self.name}: parameter 'pnp_focal' must be a positive "
                              f"multiple of the frame width, got {p['pnp_focal']!r}")

@@ -501,9 +501,7 @@ class _SyncNetMetric(Metric):
 
     def validate_params(self) -> None:
         p = self.params
-        if p["crop"] not in CROPS:
-            raise ValueError(f"metric {self.name}: parameter 'crop' must be one of {CROPS}, "
-                             f"got {p['crop']!r}")
+        self.check_choice("crop", CROPS)
         cs = p["crop_scale"]
         if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not math.isfinite(cs) or cs < 0:
             raise ValueError(f"metric {self.name}: parameter 'crop_scale' must be a non-negative "
