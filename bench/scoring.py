@@ -163,6 +163,8 @@ class Scorer:
                 cached = self.clip_value(metric, key, lambda: pair)
                 if "value" in cached:
                     outcome.per_clip[clip_id] = cached["value"]
+                    if cached.get("note"):
+                        outcome.notes.append(f"clip {clip_id}: {cached['note']}")
                 else:
                     outcome.failures[clip_id] = cached["error"]
             clip.release_frames()
@@ -177,7 +179,13 @@ class Scorer:
         cached = self.cache.get_json("metric", key)
         if cached is None:
             try:
-                cached = {"value": float(metric.clip_value(make_pair()))}
+                pair = make_pair()
+                cached = {"value": float(metric.clip_value(pair))}
+                # per-clip notes (e.g. BeatAlign: "no motion beat: score 0") travel with the value
+                notes = getattr(metric, "notes", None)  # clip id -> note, kept by some metrics
+                note = notes.get(pair.clip_id) if isinstance(notes, dict) else None
+                if note:
+                    cached["note"] = note
             except MetricError as exc:
                 cached = {"error": str(exc)}
             except Exception as exc:  # a detector or metric crash is this clip's failure, not the run's

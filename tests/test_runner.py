@@ -53,6 +53,11 @@ def test_run_writes_results_and_report(mini):
         m = result(out, "static")["metrics"][label]
         assert m["value"] is None and f"talkbench weights download {weights}" in m["unavailable"]
     assert "talkbench weights download pt_inception" in report
+    # static never moves its head: Beat Align scores 0 on every clip, and each clip says why
+    beat = result(out, "static")["metrics"]["BeatAlign"]
+    assert beat["value"] == 0.0 and len(beat["notes"]) == 6
+    assert all("no motion beat" in note for note in beat["notes"])
+    assert "no motion beat" in report
 
 
 def test_ground_truth_is_best_and_audio_beats_static(mini):
