@@ -162,8 +162,19 @@ def not_applicable_lines(rows: list[dict]) -> list[str]:
 
 
 def note_lines(rows: list[dict]) -> list[str]:
-    return [f"- **{row['row']}**, {label}: {note}" for row in rows
-            for label, m in row["metrics"].items() for note in m.get("notes", [])]
+    """Metric notes, per-clip ones ("clip X: ...") grouped by their text."""
+    lines = []
+    for row in rows:
+        for label, m in row["metrics"].items():
+            groups: dict[str, list[str]] = {}
+            for note in m.get("notes", []):
+                clip, sep, text = note.partition(": ") if note.startswith("clip ") else ("", "", note)
+                groups.setdefault(text, []).append(clip[len("clip "):] if sep else "")
+            for text, clips in groups.items():
+                clips = [c for c in clips if c]
+                where = (f"{len(clips)} clip(s): " if clips else "")
+                lines.append(f"- **{row['row']}**, {label}: {where}{text}")
+    return lines
 
 
 def unavailable_lines(rows: list[dict]) -> list[str]:

@@ -301,6 +301,7 @@ class CSIM(Metric):
         return ident
 
     def clip_value(self, pair: ClipPair) -> float:
+        self.notes.pop(pair.clip_id, None)  # one instance scores every method: no stale note
         frames = _pred_frames(pair)
         if "frames" not in pair.ref:
             raise MetricError("reference has no 'frames' (CSIM compares with its first frame)")

@@ -494,6 +494,7 @@ class BeatAlign(_HeadMotionMetric):
                              f"got {p['hpss']!r}")
 
     def clip_value(self, pair: ClipPair) -> float:
+        self.notes.pop(pair.clip_id, None)  # one instance scores every method: no stale note
         if pair.audio is None or np.size(pair.audio) == 0:
             raise MetricError("Beat Align needs the clip's audio; this clip has none")
         audio = np.asarray(pair.audio)

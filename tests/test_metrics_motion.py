@@ -365,3 +365,23 @@ def test_beat_align_pnp_with_missing_frames(click_track):
     assert value == pytest.approx(given.clip_value(pair_of({"pose": pose}, audio=click_track)),
                                   abs=0.02)
     assert "2 of 150 frame(s)" in m.notes["clip"]
+
+
+def test_beat_align_note_does_not_leak_to_the_next_method():
+    """One metric instance scores every method's clip of the same id; a note belongs to one call."""
+    from metrics import build_metric
+    from metrics.base import ClipPair
+
+    t, fps, sr = 75, 25.0, 16000
+    rng = np.random.default_rng(0)
+    audio = np.zeros(t * 640, np.float32)
+    for k in range(0, t * 640, 8000):  # clicks every half second: audio beats
+        audio[k:k + 200] = rng.normal(0, 0.5, 200)
+    metric = build_metric("BeatAlign", {"pose_backend": "given"})
+    still = np.zeros((t, 6))
+    metric.clip_value(ClipPair("c", {"pose": still}, {}, audio=audio, fps=fps, sample_rate=sr))
+    assert "no motion beat" in metric.notes["c"]
+    nodding = np.zeros((t, 6))
+    nodding[:, 1] = 5 * np.sin(np.arange(t) / fps * 2 * np.pi * 1.0)
+    metric.clip_value(ClipPair("c", {"pose": nodding}, {}, audio=audio, fps=fps, sample_rate=sr))
+    assert "c" not in metric.notes
