@@ -1,0 +1,97 @@
+"""Raw dataset items: what a dataset adapter finds on disk, before any preprocessing.
+
+Every real dataset (MEAD, CREMA-D, GRID, TCD-TIMIT, HDTF, VoxCeleb2, person-specific video) has a
+module in `bench/data/` with one function, ``discover(root, options) -> list[RawItem]``, registered
+in `SOURCES`. Discovery only reads the directory tree and the metadata that file names carry; it
+never decodes media, so `talkbench data check` is fast. The preprocessing pipeline
+(`bench/data/prepare.py`) turns each RawItem into a cached, protocol-conformant `Clip`.
+
+A RawItem whose separate audio file is expected but absent keeps the expected path in `audio`:
+`check` reports it missing and `prepare` records it in the failure manifest. Nothing is dropped at
+discovery time except files that are not part of the dataset at all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+class DatasetError(ValueError):
+    """A dataset root that cannot be read as the named dataset; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One recording as distributed.
+
+    id: unique within the dataset and filesystem-safe (e.g. ``M003_front_angry_3_001``).
+    video: the video file; audio: a separate audio file, or None to take the video's audio track.
+    start / end: seconds into the files (None: the whole file).
+    meta: dataset-specific fields (view, sentence id, alignment file, ...), JSON-serialisable.
+    """
+
+    id: str
+    speaker: str
+    video: Optional[Path]
+    audio: Optional[Path] = None
+    emotion: str = "neutral"
+    intensity: int = 1
+    text: Optional[str] = None
+    start: Optional[float] = None
+    end: Optional[float] = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+Discover = Callable[[Path, dict], list[RawItem]]
+
+# name -> discover function; filled by the adapter modules (see `source`).
+SOURCES: dict[str, Discover] = {}
+
+# Adapter modules, imported on first use so that `import bench` stays light.
+SOURCE_MODULES = {
+    "mead": "bench.data.mead",
+    "cremad": "bench.data.cremad",
+    "grid": "bench.data.grid",
+    "tcdtimit": "bench.data.tcdtimit",
+    "hdtf": "bench.data.hdtf",
+    "voxceleb2": "bench.data.voxceleb2",
+    "person_specific": "bench.data.person_specific",
+}
+
+
+def register_source(name: str) -> Callable[[Discover], Discover]:
+    def wrap(fn: Discover) -> Discover:
+        SOURCES[name] = fn
+        return fn
+    return wrap
+
+
+def source(name: str) -> Discover:
+    """The discover function of a dataset, importing its module on first use."""
+    if name not in SOURCES and name in SOURCE_MODULES:
+        import importlib
+
+        importlib.import_module(SOURCE_MODULES[name])
+    if name not in SOURCES:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(SOURCE_MODULES)}")
+    return SOURCES[name]
+
+
+def root_env_var(name: str) -> str:
+    return f"TALKBENCH_DATA_{name.upper()}"
+
+
+def dataset_root(name: str, root: Optional[str | Path] = None) -> Path:
+    """Where a dataset lives: the explicit `root`, else $TALKBENCH_DATA_<NAME>; never guessed."""
+    value = root or os.environ.get(root_env_var(name))
+    if not value:
+        raise DatasetError(
+            f"no root folder for dataset {name!r}: pass --root PATH or set {root_env_var(name)}"
+        )
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"dataset root {path} for {name!r} is not a folder")
+    return path
