@@ -60,8 +60,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    if args.dataset != "synthtalk":
-        raise SystemExit(f"talkbench data: unknown dataset {args.dataset!r} (known: synthtalk)")
+    if args.what in ("check", "prepare"):
+        if not args.protocol:
+            raise SystemExit(f"talkbench data {args.what}: name a protocol, e.g. "
+                             f"`talkbench data {args.what} kfusion_t1_mead --root PATH`")
+        if args.what == "check":
+            from bench.data.check import cli_check
+            return cli_check(args)
+        from bench.data.prepare import cli_prepare
+        return cli_prepare(args)
+    if args.what != "synthtalk":
+        raise SystemExit(f"talkbench data: {args.what!r} is not one of synthtalk, check, prepare")
     from bench.data.synthtalk import corpus
 
     size = int(args.size) if args.size.isdigit() else args.size
@@ -120,8 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true", help="print the report")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("data", help="build (and preview) a dataset")
-    p.add_argument("dataset")
+    p = sub.add_parser("data", help="build synthtalk, or check / prepare a real dataset for a protocol")
+    p.add_argument("what", help="synthtalk (build the embedded corpus), check or prepare")
+    p.add_argument("protocol", nargs="?", help="protocol id (check, prepare)")
+    p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (prepare)")
     p.add_argument("--size", default="small", help="small, medium, large, or clips per speaker")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preview", action="store_true", help="write a contact sheet PNG and an mp4")

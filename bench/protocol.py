@@ -172,22 +172,37 @@ def _typed(mapping: dict, key: str, kind: type, where: Optional[str] = None) -> 
     return value
 
 
+# Named choices of the preprocessing pipeline (bench/data/prepare.py implements them).
+CROP_RECIPES = ("none", "center_square", "landmark_box", "syncnet")
+LANDMARK_BACKENDS = ("dlib", "fan", "mediapipe")
+POSE_BACKENDS = ("pnp", "hopenet", "none")
+
+
 def _parse_preprocessing(pre: dict) -> dict:
-    allowed = {"fps", "sample_rate", "resolution", "crop", "landmark_backend", "landmark_params"}
+    allowed = {"fps", "sample_rate", "resolution", "crop", "crop_params", "landmark_backend",
+               "landmark_params", "pose_backend"}
     for key in pre:
         if key not in allowed:
             raise ProtocolError(f"preprocessing.{key}: unknown key; allowed: {sorted(allowed)}")
-    out = {"sample_rate": 16000, "crop": "none", "landmark_backend": "dlib", "landmark_params": {}, **pre}
+    out = {"sample_rate": 16000, "crop": "none", "crop_params": {}, "landmark_backend": "dlib",
+           "landmark_params": {}, "pose_backend": "pnp", **pre}
     for key in ("fps", "sample_rate", "resolution"):
         value = _typed(out, key, (int, float) if key == "fps" else int, f"preprocessing.{key}")
         if value <= 0:
             raise ProtocolError(f"preprocessing.{key}: must be positive, got {value}")
+    for key, choices in (("crop", CROP_RECIPES), ("landmark_backend", LANDMARK_BACKENDS),
+                         ("pose_backend", POSE_BACKENDS)):
+        if out[key] not in choices:
+            raise ProtocolError(f"preprocessing.{key}: {out[key]!r} is not one of {', '.join(choices)}")
+    for key in ("crop_params", "landmark_params"):
+        if not isinstance(out[key], dict):
+            raise ProtocolError(f"preprocessing.{key}: expected a mapping")
     return out
 
 
 def _parse_split(split: dict) -> dict:
     if "rule" not in split:
-        raise ProtocolError("split.rule: missing (explicit or speaker_disjoint)")
+        raise ProtocolError("split.rule: missing (explicit, speaker_disjoint or time)")
     rule = split["rule"]
     if rule == "explicit":
         for name in SPLITS:
@@ -210,8 +225,26 @@ def _parse_split(split: dict) -> dict:
         if counts.get("test", 0) < 1:
             raise ProtocolError("split.counts.test: at least one test speaker is needed")
         _typed(split, "seed", int, "split.seed")
+    elif rule == "time":
+        # Person-specific video (the NeRF papers): every video of the one person is cut by time,
+        # the last `test_seconds` (or `test_fraction`) of each video is test, the rest train.
+        keys = {"rule", "test_seconds", "test_fraction", "val_seconds"}
+        for key in split:
+            if key not in keys:
+                raise ProtocolError(f"split.{key}: unknown key for rule 'time'; allowed: {sorted(keys)}")
+        if ("test_seconds" in split) == ("test_fraction" in split):
+            raise ProtocolError("split: rule 'time' needs exactly one of test_seconds, test_fraction")
+        if "test_seconds" in split:
+            if _typed(split, "test_seconds", (int, float), "split.test_seconds") <= 0:
+                raise ProtocolError("split.test_seconds: must be positive")
+        else:
+            fraction = _typed(split, "test_fraction", (int, float), "split.test_fraction")
+            if not 0 < fraction < 1:
+                raise ProtocolError(f"split.test_fraction: must be between 0 and 1, got {fraction}")
+        if "val_seconds" in split and _typed(split, "val_seconds", (int, float), "split.val_seconds") < 0:
+            raise ProtocolError("split.val_seconds: must be >= 0")
     else:
-        raise ProtocolError(f"split.rule: {rule!r} is not one of explicit, speaker_disjoint")
+        raise ProtocolError(f"split.rule: {rule!r} is not one of explicit, speaker_disjoint, time")
     return split
 
 
