@@ -98,3 +98,198 @@ def _read_audio(path: Path, sample_rate: Optional[int]) -> tuple[Optional[np.nda
             chunks.append(out.to_ndarray().reshape(-1))
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     return audio, rate
+
+
+# -- other containers (real-dataset layouts) and cheap probing -------------------------------------
+
+# How each container of the real datasets is written: (format, video codec, audio codec, audio
+# rate or None to keep the input rate, pixel format). The codecs are those the corpora ship in
+# (CREMA-D: Flash video with MP3 audio; GRID: MPEG-1 video with MPEG audio layer II in an MPEG
+# program stream) that PyAV's bundled ffmpeg can encode. FLV only allows MP3 at 11025/22050/44100 Hz.
+CONTAINERS: dict[str, tuple[str, str, str, Optional[int], str]] = {
+    ".mp4": ("mp4", "libx264", "aac", None, "yuv420p"),
+    ".flv": ("flv", "flv", "libmp3lame", 22050, "yuv420p"),
+    ".mpg": ("mpeg", "mpeg1video", "mp2", 32000, "yuv420p"),
+}
+AUDIO_CONTAINERS: dict[str, tuple[str, str]] = {  # audio-only files: (format, codec)
+    ".wav": ("wav", "pcm_s16le"),
+    ".m4a": ("ipod", "aac"),
+}
+
+
+def _resample(audio: np.ndarray, rate: int, out_rate: int) -> np.ndarray:
+    if rate == out_rate:
+        return np.asarray(audio, np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(audio, np.float32), rate, out_rate, quality="HQ").astype(np.float32)
+
+
+def _encode_audio(container, stream, audio: np.ndarray, rate: int) -> None:
+    samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)[None, :]
+    frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+    frame.sample_rate = rate
+    frame.pts = 0
+    frame.time_base = Fraction(1, rate)
+    for packet in stream.encode(frame):  # PyAV converts the sample format and re-frames for us
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.ndarray] = None,
+                sample_rate: int = 16000) -> Path:
+    """Write frames (+ mono audio) in the container its suffix names (.mp4, .flv, .mpg).
+
+    .mp4 goes through `write_mp4` (H.264 + AAC); the others use the codecs in `CONTAINERS`,
+    resampling the audio to the rate the format allows.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in CONTAINERS:
+        raise ValueError(f"{path}: no writer for {suffix!r}; known: {sorted(CONTAINERS)}")
+    if suffix == ".mp4":
+        return write_mp4(path, frames, fps, audio, sample_rate)
+    fmt, vcodec, acodec, arate, pix_fmt = CONTAINERS[suffix]
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}")
+    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp" + suffix)
+    with av.open(str(tmp), mode="w", format=fmt) as container:
+        vstream = container.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
+        vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+        vstream.pix_fmt = pix_fmt
+        vstream.bit_rate = 1_500_000  # the low default bit rate of these old codecs smears faces
+        astream = None
+        if audio is not None:
+            rate = arate or sample_rate
+            astream = container.add_stream(acodec, rate=rate)
+            astream.layout = "mono"
+        for image in frames:
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in vstream.encode():
+            container.mux(packet)
+        if astream is not None:
+            _encode_audio(container, astream, _resample(audio, sample_rate, rate), rate)
+    tmp.replace(path)
+    return path
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int = 16000,
+                out_rate: Optional[int] = None) -> Path:
+    """Write mono audio alone: .wav (16-bit PCM) or .m4a (AAC), at `out_rate` (default: as given)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in AUDIO_CONTAINERS:
+        raise ValueError(f"{path}: no audio writer for {suffix!r}; known: {sorted(AUDIO_CONTAINERS)}")
+    fmt, codec = AUDIO_CONTAINERS[suffix]
+    rate = out_rate or sample_rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp" + suffix)
+    with av.open(str(tmp), mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        _encode_audio(container, stream, _resample(audio, sample_rate, rate), rate)
+    tmp.replace(path)
+    return path
+
+
+def strip_audio(path: Path) -> Path:
+    """Rewrite a media file in place without its audio streams (packets copied, nothing re-encoded)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    with av.open(str(path)) as src, av.open(str(tmp), mode="w", format=src.format.name.split(",")[0]) as dst:
+        if not src.streams.video:
+            raise VideoError(f"{path}: no video stream to keep")
+        vin = src.streams.video[0]
+        vout = dst.add_stream_from_template(vin)
+        for packet in src.demux(vin):
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            packet.stream = vout
+            dst.mux(packet)
+    tmp.replace(path)
+    return path
+
+
+@dataclass
+class MediaInfo:
+    """What a container says about itself, read by demuxing packets (no decoding).
+
+    duration: seconds to the end of the last packet of the longest stream; header_duration: the
+    duration the container header declares (None if it declares none), so a file cut short
+    shows as packets ending well before the declared end.
+    """
+
+    path: Path
+    format: str
+    video_codec: Optional[str]
+    audio_codec: Optional[str]
+    width: int
+    height: int
+    fps: float
+    sample_rate: Optional[int]
+    duration: float
+    header_duration: Optional[float]
+    video_duration: Optional[float]
+    audio_duration: Optional[float]
+    video_packets: int
+
+
+def probe(path: Path) -> MediaInfo:
+    """Stream metadata and packet-level durations of a media file; VideoError if unreadable.
+
+    Only packets are read (the demuxer walks the file once), so this is far cheaper than decoding
+    and still catches a file cut short: its packets end before the header's duration, or (for
+    containers whose duration is only estimated, like MPEG-PS) before the separate audio.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
+    try:
+        with av.open(str(path)) as container:
+            vstreams, astreams = container.streams.video, container.streams.audio
+            v = vstreams[0] if vstreams else None
+            a = astreams[0] if astreams else None
+            ends: dict[int, float] = {}
+            video_packets = 0
+            for packet in container.demux(*[s for s in (v, a) if s is not None]):
+                if packet.pts is None and packet.dts is None:
+                    continue
+                stamp = packet.pts if packet.pts is not None else packet.dts
+                end = float((stamp + (packet.duration or 0)) * packet.time_base)
+                key = packet.stream.index
+                ends[key] = max(ends.get(key, 0.0), end)
+                if v is not None and packet.stream.index == v.index:
+                    video_packets += 1
+            header = container.duration / av.time_base if container.duration else None
+            fmt = container.format.name
+            info = MediaInfo(
+                path=path, format=fmt,
+                video_codec=v.codec_context.name if v is not None else None,
+                audio_codec=a.codec_context.name if a is not None else None,
+                width=v.codec_context.width if v is not None else 0,
+                height=v.codec_context.height if v is not None else 0,
+                fps=float(v.average_rate or v.guessed_rate or 0) if v is not None else 0.0,
+                sample_rate=a.codec_context.sample_rate if a is not None else None,
+                duration=0.0, header_duration=header,
+                video_duration=_stream_span(v, ends), audio_duration=_stream_span(a, ends),
+                video_packets=video_packets,
+            )
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{path}: unreadable container ({exc})") from exc
+    spans = [d for d in (info.video_duration, info.audio_duration) if d is not None]
+    info.duration = max(spans) if spans else 0.0
+    if v is not None and video_packets == 0:
+        raise VideoError(f"{path}: the video stream has no packets")
+    return info
+
+
+def _stream_span(stream, ends: dict[int, float]) -> Optional[float]:
+    if stream is None or stream.index not in ends:
+        return None
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    return max(0.0, ends[stream.index] - start)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 
 class DatasetError(ValueError):
@@ -95,3 +95,33 @@ def dataset_root(name: str, root: Optional[str | Path] = None) -> Path:
     if not path.is_dir():
         raise DatasetError(f"dataset root {path} for {name!r} is not a folder")
     return path
+
+
+def parse_options(dataset: str, options: Optional[dict], defaults: dict[str, Any],
+                  choices: Optional[dict[str, Iterable[Any]]] = None) -> dict[str, Any]:
+    """`options` checked against the adapter's known options and filled with their defaults.
+
+    An unknown key, a list option that is not a list, or a value outside `choices` raises a
+    DatasetError that names it, so a typo in a protocol's `dataset.options` cannot pass unnoticed.
+    """
+    options = dict(options or {})
+    for key in options:
+        if key not in defaults:
+            raise DatasetError(
+                f"{dataset}: unknown option {key!r}; allowed: {sorted(defaults) or 'none'}")
+    out = {**defaults, **options}
+    for key, allowed in (choices or {}).items():
+        value = out[key]
+        if not isinstance(value, (list, tuple)):
+            raise DatasetError(f"{dataset}: option {key!r} must be a list, got {value!r}")
+        allowed = list(allowed)
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise DatasetError(f"{dataset}: option {key!r} has unknown values {bad}; allowed: {allowed}")
+        out[key] = list(value)
+    return out
+
+
+def not_dataset(dataset: str, root: Path, expected: str) -> DatasetError:
+    """The error for a root that does not look like `dataset` at all; says which layout was expected."""
+    return DatasetError(f"{root} does not look like {dataset}: expected {expected}")
