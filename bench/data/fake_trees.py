@@ -166,7 +166,7 @@ def _write_alignment(path: Path, words: list[tuple[str, float, float]], seconds:
 
 def _apply_defects(dataset: str, clips: list[Clip], defects) -> dict[str, str]:
     """Damage distinct clips (as far as there are enough): no_face the first (done while
-    writing), missing_audio the second, truncated the last."""
+    writing), missing_audio the second, truncated the last one that has a video."""
     affected = {}
     if "no_face" in defects:
         affected["no_face"] = clips[0].id
@@ -179,7 +179,7 @@ def _apply_defects(dataset: str, clips: list[Clip], defects) -> dict[str, str]:
             clip.audio.unlink()
         affected["missing_audio"] = clip.id
     if "truncated" in defects:
-        clip = clips[-1]
+        clip = [c for c in clips if c.video is not None][-1]
         data = clip.video.read_bytes()
         clip.video.write_bytes(data[: len(data) * 4 // 10])
         affected["truncated"] = clip.id
