@@ -134,11 +134,11 @@ def _write_clip(dataset: str, clip: Clip, voice: corpus.Speaker, identity, look,
         square = render.render_frames(track.landmarks, look, height)
         left = (width - height) // 2
         frames[:, :, left:left + height] = square
-    # GRID mpg files carry sound too; TCD-TIMIT, HDTF, ... keep it in the video even beside a wav.
-    audio_in_video = clip.audio is None or dataset == "grid" or dataset in AUDIO_IN_VIDEO
+    # Video files carry the sound too, as in every one of these corpora; the separate file (where
+    # the layout has one) is what the adapter points `RawItem.audio` at.
     for video in [clip.video, *clip.extra_videos]:
         if video is not None:
-            write_video(video, frames, face.FPS, audio if audio_in_video else None, face.SAMPLE_RATE)
+            write_video(video, frames, face.FPS, audio, face.SAMPLE_RATE)
     if clip.audio is not None:
         rate = 25000 if "audio_25k" in clip.audio.parts else 50000 if any(
             p.endswith("_50kHz") for p in clip.audio.parts) else face.SAMPLE_RATE
