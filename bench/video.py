@@ -201,7 +201,8 @@ def strip_audio(path: Path) -> Path:
     """Rewrite a media file in place without its audio streams (packets copied, nothing re-encoded)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    with av.open(str(path)) as src, av.open(str(tmp), mode="w", format=src.format.name.split(",")[0]) as dst:
+    # The output format follows the suffix (tmp keeps it), e.g. mp4 rather than the demuxer's "mov".
+    with av.open(str(path)) as src, av.open(str(tmp), mode="w") as dst:
         if not src.streams.video:
             raise VideoError(f"{path}: no video stream to keep")
         vin = src.streams.video[0]
@@ -261,6 +262,9 @@ def probe(path: Path) -> MediaInfo:
                     continue
                 stamp = packet.pts if packet.pts is not None else packet.dts
                 end = float((stamp + (packet.duration or 0)) * packet.time_base)
+                if not packet.duration and v is not None and packet.stream.index == v.index \
+                        and v.average_rate:  # FLV leaves frame durations out: one frame each
+                    end += 1.0 / float(v.average_rate)
                 key = packet.stream.index
                 ends[key] = max(ends.get(key, 0.0), end)
                 if v is not None and packet.stream.index == v.index:
