@@ -52,7 +52,7 @@ AUDIO_IN_VIDEO = {"tcdtimit", "hdtf", "voxceleb2", "person_specific"}
 
 
 @dataclass
-class Clip:
+class FakeClip:
     """One planned recording: where its files go and what is said in it."""
 
     id: str
@@ -72,7 +72,7 @@ class FakeTree:
     dataset: str
     root: Path
     speakers: list[str]
-    clips: list[Clip]  # every take written (ids as the adapter names them with default options)
+    clips: list[FakeClip]  # every take written (ids as the adapter names them with default options)
     affected: dict[str, str]  # defect -> item id it was applied to
     texts: dict[str, str]  # item id -> the sentence spoken
 
@@ -80,7 +80,7 @@ class FakeTree:
     def ids(self) -> list[str]:
         return sorted(c.id for c in self.clips)
 
-    def clip(self, item_id: str) -> Clip:
+    def clip(self, item_id: str) -> FakeClip:
         return next(c for c in self.clips if c.id == item_id)
 
 
@@ -115,7 +115,7 @@ def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = No
 
 # ----------------------------------------------------------------------------- writing a take
 
-def _write_clip(dataset: str, clip: Clip, voice: corpus.Speaker, identity, look, seconds: float,
+def _write_clip(dataset: str, clip: FakeClip, voice: corpus.Speaker, identity, look, seconds: float,
                 rng: np.random.Generator, no_face: bool) -> None:
     # GRID-grammar sentences name letters ("bin blue at f ..."): say the letter's name.
     spoken = clip.words if dataset == "cremad" else [
@@ -164,7 +164,7 @@ def _write_alignment(path: Path, words: list[tuple[str, float, float]], seconds:
     path.write_text("".join(f"{a} {b} {w}\n" for a, b, w in rows))
 
 
-def _apply_defects(dataset: str, clips: list[Clip], defects) -> dict[str, str]:
+def _apply_defects(dataset: str, clips: list[FakeClip], defects) -> dict[str, str]:
     """Damage distinct clips (as far as there are enough): no_face the first (done while
     writing), missing_audio the second, truncated the last one that has a video."""
     affected = {}
@@ -207,7 +207,7 @@ def _plan_mead(root, speakers, per_speaker, rng):
             # The first take of each actor is also filmed from the left (30 degrees): the
             # `views` option must keep it out by default.
             extra = [root / spk / "video" / "left_30" / rel / f"{sentence}.mp4"] if i == 0 else []
-            clips.append(Clip(f"{spk}_front_{emotion}_{level}_{sentence}", spk, video,
+            clips.append(FakeClip(f"{spk}_front_{emotion}_{level}_{sentence}", spk, video,
                               root / spk / "audio" / rel / f"{sentence}.m4a", emotion, level,
                               _sentence(rng), extra))
     return clips
@@ -227,7 +227,7 @@ def _plan_cremad(root, speakers, per_speaker, rng):
             stem = f"{spk}_{sentence}_{code}_{level}"
             emotion = EMOTIONS[code]
             words = SENTENCES[sentence].split()
-            clips.append(Clip(stem, spk, root / "VideoFlash" / f"{stem}.flv",
+            clips.append(FakeClip(stem, spk, root / "VideoFlash" / f"{stem}.flv",
                               root / "AudioWAV" / f"{stem}.wav", emotion,
                               intensity_of(emotion, level), words))
     return clips
@@ -257,7 +257,7 @@ def _plan_grid(root, speakers, per_speaker, rng):
             else:
                 audio, align = root / f"{spk}_50kHz" / spk / f"{code}.wav", None
             video = None if spk == "s21" else root / spk / f"{code}.mpg"
-            clips.append(Clip(f"{spk}_{code}", spk, video, audio, words=words, alignment=align))
+            clips.append(FakeClip(f"{spk}_{code}", spk, video, audio, words=words, alignment=align))
     return clips
 
 
@@ -270,7 +270,7 @@ def _plan_tcdtimit(root, speakers, per_speaker, rng):
         for i in range(per_speaker):
             utt = names[i % len(names)] if i < len(names) else f"sx{300 + i}"
             video = root / group / spk / "straightcam" / f"{utt}.mp4"
-            clips.append(Clip(f"{spk}_{utt}", spk, video,
+            clips.append(FakeClip(f"{spk}_{utt}", spk, video,
                               video.with_suffix(".wav") if i == 1 else None, words=_sentence(rng)))
     return clips
 
@@ -282,7 +282,7 @@ def _plan_hdtf(root, speakers, per_speaker, rng):
         folder = root if n == 0 else root / "clips"
         for i in range(per_speaker):
             stem = f"{spk}_{i:03d}"
-            clips.append(Clip(stem, spk, folder / f"{stem}.mp4", words=_sentence(rng)))
+            clips.append(FakeClip(stem, spk, folder / f"{stem}.mp4", words=_sentence(rng)))
     return clips
 
 
@@ -293,14 +293,14 @@ def _plan_voxceleb2(root, speakers, per_speaker, rng):
         video_id = "".join(rng.choice(alphabet, 11))  # YouTube ids: 11 characters
         for i in range(per_speaker):
             clip = f"{i + 1:05d}"
-            clips.append(Clip(f"{spk}_{video_id}_{clip}", spk, root / "mp4" / spk / video_id /
+            clips.append(FakeClip(f"{spk}_{video_id}_{clip}", spk, root / "mp4" / spk / video_id /
                               f"{clip}.mp4", words=_sentence(rng)))
     return clips
 
 
 def _plan_person(root, speakers, per_speaker, rng):
     """One long video per person, `clips_per_speaker` sentences long."""
-    return [Clip(spk, spk, root / f"{spk}.mp4",
+    return [FakeClip(spk, spk, root / f"{spk}.mp4",
                  words=sum((_sentence(rng) for _ in range(per_speaker)), [])) for spk in speakers]
 
 
