@@ -130,6 +130,44 @@ def test_explicit_splits_are_disjoint_and_pinned():
     assert len(load_protocol("kfusion_t1_cremad").split["test"]) == 91
 
 
+@pytest.mark.parametrize("pid", REQUIRED)
+def test_metric_entries_name_registered_metrics_and_known_parameters(pid):
+    """Metric names and parameter names are checked without building the metrics (building needs
+    weights, and pose_backend hopenet comes with the Hopenet backend)."""
+    from metrics import METRICS, _load_builtin
+
+    _load_builtin()
+    for m in load_protocol(pid).metrics:
+        assert m.name in METRICS, f"{pid}: unknown metric {m.name}"
+        unknown = set(m.params) - set(METRICS[m.name].defaults)
+        assert not unknown, f"{pid}: {m.name} has no parameter(s) {sorted(unknown)}"
+
+
+def test_spear_ld_uses_lower_face_points_over_face_width():
+    """SPEAR's LD {region: lower_face, normalize: face_width}: a 3 px shift of the 37 lower-face
+    points with a 100 px face width is 0.03; moving eyes, brows and nose changes nothing."""
+    import numpy as np
+
+    from metrics import build_metric
+    from metrics.base import ClipPair
+
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(50, 250, size=(4, 68, 2))
+    ref[:, 0], ref[:, 16] = (100.0, 200.0), (200.0, 200.0)
+    pred = ref.copy()
+    lower = list(range(0, 17)) + list(range(48, 68))
+    pred[:, lower] += (3.0, 0.0)
+    pred[:, 17:48] += 40.0  # the upper face is not scored by SPEAR's LD
+    pred[2:, lower] += (0.0, 4.0)  # a velocity step of 4 px between frames 1 and 2
+    pair = ClipPair(clip_id="c", pred={"landmarks": pred}, ref={"landmarks": ref})
+    params = {"region": "lower_face", "normalize": "face_width"}
+    ld = build_metric("LD", params).clip_value(pair)
+    assert ld == pytest.approx((2 * 0.03 + 2 * 0.05) / 4)
+    assert build_metric("LVD", params).clip_value(pair) == pytest.approx(0.04 / 3)
+    with pytest.raises(ValueError, match="region"):
+        build_metric("LD", {"region": "upper_face"})
+
+
 # -- schema of reference tables --------------------------------------------------------------------
 
 @pytest.fixture
