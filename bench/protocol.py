@@ -287,20 +287,88 @@ def _parse_method(entry: Any, i: int) -> MethodSpec:
 
 
 def _check_reference(ref: Any, i: int, labels: set[str]) -> None:
+    """One transcribed paper table (a dataset part of it). Keys (besides the required ones):
+
+    caption: the caption as printed; columns: the metric labels in the paper's column order;
+    scale: {label: factor} with talkbench value = paper value x factor, for a paper unit the metric
+    does not use (e.g. accuracy printed in %: 0.01), and unit: {label: text} naming that unit;
+    setting_column: the header of a non-metric column (KFusion's "Year", the NeRF "Iteration").
+    Row keys: paper_row (the row label exactly as printed, default `method`), setting (that row's
+    cell in setting_column, as printed), ours (the talkbench result row that reproduces it),
+    ranked (false for rows the paper leaves out of best/second, e.g. ground truth), note.
+    """
     where = f"reference_results[{i}]"
     if not isinstance(ref, dict):
         raise ProtocolError(f"{where}: expected a mapping")
     for key in ("source", "table", "rows"):
         if key not in ref:
             raise ProtocolError(f"{where}.{key}: missing")
+    allowed = {"source", "table", "caption", "rows", "columns", "scale", "unit", "setting_column", "note"}
+    for key in ref:
+        if key not in allowed:
+            raise ProtocolError(f"{where}.{key}: unknown key; allowed: {sorted(allowed)}")
+    for key in ("source", "table", "caption", "setting_column", "note"):
+        if key in ref and not isinstance(ref[key], str):
+            raise ProtocolError(f"{where}.{key}: expected text, got {ref[key]!r}")
+    if not isinstance(ref["rows"], list) or not ref["rows"]:
+        raise ProtocolError(f"{where}.rows: expected a non-empty list of rows")
+    columns = ref.get("columns")
+    if columns is not None:
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise ProtocolError(f"{where}.columns: expected a list of metric labels")
+        for c in columns:
+            if c not in labels:
+                raise ProtocolError(f"{where}.columns: {c!r} is not a metric label of this protocol")
+        if len(set(columns)) != len(columns):
+            raise ProtocolError(f"{where}.columns: a label is listed twice")
+    for key, kind in (("scale", (int, float)), ("unit", str)):
+        mapping = ref.get(key, {})
+        if not isinstance(mapping, dict):
+            raise ProtocolError(f"{where}.{key}: expected a mapping of metric label to value")
+        for label, value in mapping.items():
+            if label not in labels:
+                raise ProtocolError(f"{where}.{key}.{label}: not a metric of this protocol")
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ProtocolError(f"{where}.{key}.{label}: expected {'a number' if key == 'scale' else 'text'}")
+            if key == "scale" and not value > 0:
+                raise ProtocolError(f"{where}.scale.{label}: must be positive, got {value}")
+    row_keys = {"method", "values", "paper_row", "setting", "ours", "ranked", "note"}
+    seen: set[tuple] = set()
     for j, row in enumerate(ref["rows"]):
         if not isinstance(row, dict) or "method" not in row or not isinstance(row.get("values"), dict):
             raise ProtocolError(f"{where}.rows[{j}]: expected {{method: ..., values: {{metric: number}}}}")
+        for key in row:
+            if key not in row_keys:
+                raise ProtocolError(f"{where}.rows[{j}].{key}: unknown key; allowed: {sorted(row_keys)}")
+        for key in ("method", "paper_row", "ours", "note"):
+            if key in row and not isinstance(row[key], str):
+                raise ProtocolError(f"{where}.rows[{j}].{key}: expected text, got {row[key]!r}")
+        if "setting" in row:
+            if "setting_column" not in ref:
+                raise ProtocolError(f"{where}.rows[{j}].setting: the table has no setting_column")
+            if row["setting"] is not None and not isinstance(row["setting"], str):
+                raise ProtocolError(f"{where}.rows[{j}].setting: expected text as printed (quote numbers)")
+        if "ranked" in row and not isinstance(row["ranked"], bool):
+            raise ProtocolError(f"{where}.rows[{j}].ranked: expected true or false")
+        ident = (row["method"], row.get("setting"))
+        if ident in seen:
+            raise ProtocolError(f"{where}.rows[{j}]: row {row['method']!r} appears twice")
+        seen.add(ident)
         for metric, value in row["values"].items():
             if metric not in labels:
                 raise ProtocolError(f"{where}.rows[{j}].values.{metric}: not a metric of this protocol")
-            if value is not None and not isinstance(value, (int, float)):
+            if columns is not None and metric not in columns:
+                raise ProtocolError(f"{where}.rows[{j}].values.{metric}: not one of the table's columns")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ProtocolError(f"{where}.rows[{j}].values.{metric}: expected a number")
+
+
+def reference_columns(ref: dict, protocol: "Protocol") -> list[str]:
+    """The metric labels of one reference table in the paper's column order."""
+    if ref.get("columns"):
+        return list(ref["columns"])
+    present = {k for r in ref["rows"] for k in r["values"]}
+    return [m.label for m in protocol.metrics if m.label in present]
 
 
 # -- splits ----------------------------------------------------------------------------------------

@@ -115,21 +115,102 @@ def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
     return lines
 
 
+def _printed(value, digits: int) -> str:
+    """A transcribed paper number with its column's decimals (YAML keeps 3.300 as 3.3); 0 stays 0."""
+    if value is None:
+        return "—"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def _decimals(values) -> int:
+    """Decimals the paper uses in a column (talkbench values are shown with as many)."""
+    found = [len(repr(float(v)).split(".")[1]) for v in values if isinstance(v, float)]
+    return max(found) if found else 3
+
+
+def _metric_directions(protocol: Protocol) -> dict[str, Optional[bool]]:
+    """label -> higher_is_better from the metric classes (None: metric not registered here)."""
+    from metrics import METRICS, _load_builtin
+
+    _load_builtin()
+    return {m.label: (METRICS[m.name].higher_is_better if m.name in METRICS else None) for m in protocol.metrics}
+
+
 def reference_tables(protocol: Protocol, rows: list[dict]) -> list[str]:
+    """Each transcribed paper table in the paper's layout: its rows in order, its columns with arrows,
+    best bold / second underlined among the paper's ranked rows. A paper row whose `ours` method has
+    a result is followed by that talkbench row; talkbench rows no paper row names come last. Values
+    in a unit the metric does not use (`scale`) are shown in the paper's unit on both sides."""
+    from bench.protocol import reference_columns
+
+    directions = _metric_directions(protocol)
+    by_row = {r["row"]: r for r in rows}
     lines = []
     for ref in protocol.reference_results:
+        cols = reference_columns(ref, protocol)
+        scale, unit = ref.get("scale", {}), ref.get("unit", {})
         lines += ["", f"### Paper: {ref['source']}, {ref['table']}", ""]
         if ref.get("caption"):
-            lines += [f"> {ref['caption']}", ""]
-        labels = sorted({k for r in ref["rows"] for k in r["values"]},
-                        key=[m.label for m in protocol.metrics].index)
-        lines += ["| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+            lines += [f"> {ref['table']}: {ref['caption']}", ""]
+        setting = ref.get("setting_column")
+        head = ["Method"] + ([setting] if setting else []) + ["Source"]
+        for c in cols:
+            arrow = {True: " ↑", False: " ↓"}.get(directions.get(c), "")
+            head.append(f"{c}{arrow}" + (f" ({unit[c]})" if c in unit else ""))
+        digits = {c: _decimals(r["values"].get(c) for r in ref["rows"]) for c in cols}
+        # Each entry: (method, setting, source, {label: (value in the paper's unit, text)}, ranked)
+        table: list[tuple[str, str, str, dict, bool]] = []
+        claimed = set()
         for r in ref["rows"]:
-            lines.append(f"| {r['method']} (paper) | " + " | ".join(fmt(r["values"].get(l)) for l in labels) + " |")
+            cells = {c: (r["values"].get(c), _printed(r["values"].get(c), digits[c])) for c in cols}
+            table.append((r["method"], r.get("setting") or "", "paper", cells, r.get("ranked", True)))
+            ours = r.get("ours")
+            if ours and rows:
+                claimed.add(ours)
+                result = by_row.get(ours)
+                tb = {c: _talkbench_cell(result, c, scale.get(c, 1), digits[c])
+                      for c in cols} if result else {c: (None, "—") for c in cols}
+                source = "talkbench" if result else "talkbench (not run)"
+                table.append((f"{ours}", "", source, tb, result is not None and ours != "ground_truth"))
         for row in rows:
-            lines.append(f"| {row['row']} (talkbench) | " + " | ".join(
-                fmt(row["metrics"].get(l, {}).get("value")) for l in labels) + " |")
+            if row["row"] not in claimed:
+                tb = {c: _talkbench_cell(row, c, scale.get(c, 1), digits[c])
+                      for c in cols}
+                table.append((row["row"], "", "talkbench", tb, row["row"] != "ground_truth"))
+        marks = {}
+        for source in ("paper", "talkbench"):
+            for c in cols:
+                values = {i: t[3][c][0] for i, t in enumerate(table)
+                          if t[2] == source and t[4] and t[3][c][0] is not None}
+                marks.update({(i, c): m for i, m in rank_marks(values, bool(directions.get(c))).items()})
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, (method, set_cell, source, cells, _) in enumerate(table):
+            out = [method] + ([set_cell] if setting else []) + [source]
+            out += [_styled(cells[c][1], marks.get((i, c))) if cells[c][0] is not None else cells[c][1] for c in cols]
+            lines.append("| " + " | ".join(out) + " |")
+        by_factor: dict[tuple, list[str]] = {}
+        for c, factor in scale.items():
+            by_factor.setdefault((unit.get(c, "the paper's unit"), factor), []).append(c)
+        for (name, factor), labels in by_factor.items():
+            lines += ["", f"{', '.join(labels)}: printed in {name}; talkbench value = paper value × {factor:g}, "
+                          "and talkbench rows are shown in the paper's unit."]
+        if ref.get("note"):
+            lines += ["", f"Note: {ref['note']}"]
     return lines
+
+
+def _talkbench_cell(result: Optional[dict], label: str, factor: float, digits: int) -> tuple[Optional[float], str]:
+    """(value in the paper's unit, text) of one talkbench metric for a reference table."""
+    m = (result or {}).get("metrics", {}).get(label, {})
+    if m.get("unavailable"):
+        return None, "unavailable"
+    if m.get("not_applicable"):
+        return None, "n/a"
+    value = m.get("value")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, "—"
+    value = value / factor
+    return value, fmt(value, digits)
 
 
 def failure_lines(rows: list[dict]) -> list[str]:

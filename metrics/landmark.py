@@ -46,8 +46,11 @@ from bench.clip import FACE, JAW, LEFT_EYE_OUTER, MOUTH, RIGHT_EYE_OUTER
 from metrics import register
 from metrics.base import ClipPair, Metric, MetricError
 
-REGIONS: dict[str, tuple[int, ...]] = {"mouth": MOUTH, "face": FACE}
-REGION_LABELS = {"mouth": "mouth points (iBUG 48-67)", "face": "face points (iBUG 0-67)"}
+# "lower_face": jaw 0-16 + mouth 48-67, the iBUG-68 counterpart of the lower-face point set SPEAR
+# scores its LD on (see baselines/spear_a2l for why these 37 points).
+REGIONS: dict[str, tuple[int, ...]] = {"mouth": MOUTH, "face": FACE, "lower_face": JAW + MOUTH}
+REGION_LABELS = {"mouth": "mouth points (iBUG 48-67)", "face": "face points (iBUG 0-67)",
+                 "lower_face": "lower-face points (iBUG 0-16, 48-67)"}
 
 # Normaliser name -> the two reference points whose distance is the per-frame scale.
 NORMALIZERS: dict[str, Optional[tuple[int, int]]] = {
@@ -293,3 +296,34 @@ class LMD(LandmarkMetric):
 
     def compute(self, pred, ref, mask, scale):
         return landmark_distance(pred, ref, center=True, mask=mask, scale=scale)
+
+
+@register
+class LD(_LD):
+    """Landmark distance over a chosen region (parameter ``region``: mouth, face or lower_face),
+    no centring. SPEAR's LD is ``{region: lower_face, normalize: face_width}``: per-point distance
+    divided by the reference face width, averaged over points and frames (SPEAR Eq. 9)."""
+    name = "LD"
+    defaults = {"region": "face", "normalize": "none"}
+
+    def validate_params(self) -> None:
+        super().validate_params()
+        self.check_choice("region", REGIONS)
+
+    def _region(self) -> str:
+        return self.params["region"]
+
+
+@register
+class LVD(_LVD):
+    """Landmark velocity difference over a chosen region (``region``: mouth, face or lower_face),
+    the Euclidean norm of the velocity difference per point as in KFusion's LVD."""
+    name = "LVD"
+    defaults = {"region": "face", "normalize": "none"}
+
+    def validate_params(self) -> None:
+        super().validate_params()
+        self.check_choice("region", REGIONS)
+
+    def _region(self) -> str:
+        return self.params["region"]
