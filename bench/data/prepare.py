@@ -246,6 +246,8 @@ def _build_entry(item: RawItem, settings: Settings, root: Path, key: str) -> dic
         (tmp / "info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         final = entry_dir(root, key)
         final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists() and read_entry(final) is None:  # an incomplete entry (old or foreign)
+            shutil.rmtree(final, ignore_errors=True)
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished the same entry first: keep theirs
