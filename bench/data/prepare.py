@@ -276,6 +276,8 @@ def _process(item: RawItem, settings: Settings, out: Path) -> dict:
     windows = None
     if settings.crop in crops.FACE_RECIPES:
         windows = _face_windows(frames(), settings, info, video)
+    else:  # one window for every frame
+        static = crops.static_windows(settings.crop, settings.crop_params, info.width, info.height, 1)[0]
     mp4 = out / "frames.mp4"
     n = 0
     interpolation = crops.resize_interpolation(settings.crop)
@@ -283,7 +285,7 @@ def _process(item: RawItem, settings: Settings, out: Path) -> dict:
     with Mp4Writer(mp4, settings.fps, settings.resolution) as writer:
         for frame in frames():
             if windows is None:
-                window = crops.static_windows(settings.crop, settings.crop_params, info.width, info.height, 1)[0]
+                window = static
             else:
                 if n >= len(windows):
                     raise PrepareFailure("unreadable", f"{video}: decodes differently on a second read")
