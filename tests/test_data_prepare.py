@@ -261,7 +261,7 @@ def test_time_split_cuts_each_clip_before_windowing():
 
 # ----------------------------------------------------------------------------- end to end
 
-def test_run_static_on_a_prepared_dataset_reports_data_failures(media, tmp_path):
+def test_run_static_on_a_prepared_dataset_reports_data_failures(media, tmp_path, capsys):
     from bench.cli import main
 
     folder = media["folder"]
@@ -292,6 +292,12 @@ def test_run_static_on_a_prepared_dataset_reports_data_failures(media, tmp_path)
     report = (out / "README.md").read_text()
     section = report.split("## Data preparation", 1)[1]
     assert "| missing_audio | 1 | `spk01_noaudio` |" in section and "spk02_cut" in section
+    # `talkbench data prepare` prints the same summary from the cache.
+    capsys.readouterr()
+    assert main(["data", "prepare", str(path), "--root", str(folder), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 4 items prepared" in printed and "failed (unreadable): 1  [spk02_cut]" in printed
+    assert "manifest: " in printed
     # The protocol's window decides `too_short` (here: 2 s windows, the clips last 1.2 s).
     from bench.protocol import parse_protocol
 
