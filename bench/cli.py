@@ -17,29 +17,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
     out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, preset=args.preset,
               out_root=Path(args.results) if args.results else None, progress=not args.quiet,
-              ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+              ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+              data_root=Path(args.root) if args.root else None, workers=args.workers)
     print(f"results and report: {out / 'README.md'}")
     return 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bench.datasets import load_splits
+    from bench.datasets import prepare_splits
     from bench.protocol import load_protocol
     from bench.provenance import environment
     from bench.report import write_report
-    from bench.runner import results_dir, score_directory, write_result
+    from bench.runner import results_dir, score_directory, write_data_manifest, write_result
     from bench.scoring import Scorer
 
     protocol = load_protocol(args.protocol)
     pred_dir = Path(args.predictions)
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
-    scorer = Scorer(protocol, load_splits(protocol, not args.quiet)["test"], args.device)
+    splits, data = prepare_splits(protocol, not args.quiet, args.root, args.workers)
+    scorer = Scorer(protocol, splits["test"], args.device)
     provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
                   **environment(args.device)}
     result = score_directory(protocol, scorer, pred_dir, args.name, provenance, progress=not args.quiet)
     out = results_dir(protocol, Path(args.results) if args.results else None)
     write_result(out / f"{args.name}.json", result)
+    write_data_manifest(out, data)
     write_report(protocol, out, figures=False)
     for label, m in result["metrics"].items():
         value = "unavailable" if m["unavailable"] else m["value"]
@@ -84,6 +87,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_perf(args: argparse.Namespace) -> int:
+    from bench.data.perf import cli_perf_prepare
+
+    return cli_perf_prepare(args)
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from bench.protocol import list_protocols, load_protocol
 
@@ -111,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablations", action="store_true", help="add each method's ablation variants as rows")
     p.add_argument("--checkpoint", help="load this checkpoint instead of training (one method)")
     p.add_argument("--results", help="results root (default: the repository's results/)")
+    p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
 
@@ -120,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="row name in the results table")
     p.add_argument("--device", default="cpu")
     p.add_argument("--results")
+    p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_score)
 
@@ -145,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("id", nargs="?")
     p.set_defaults(func=_cmd_protocols)
+
+    p = sub.add_parser("perf", help="benchmarks of the harness itself")
+    p.add_argument("what", choices=["prepare"], help="prepare: the preprocessing pipeline, cold, in frames/s")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
+    p.add_argument("--clips", type=int, default=4, help="input videos to build and prepare")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_perf)
 
     weights.add_cli(sub)
     return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -25,23 +25,105 @@ def _synthtalk(protocol: Protocol, progress: bool = True) -> list[Clip]:
 
 
 ADAPTERS: dict[str, Callable[..., list[Clip]]] = {"synthtalk": _synthtalk}
+_ROOTS: dict[str, object] = {}  # dataset -> the root last given for it in this process
 
 
-def load_splits(protocol: Protocol, progress: bool = True) -> dict[str, list[Clip]]:
+def load_splits(protocol: Protocol, progress: bool = True, root=None, workers: int = 1
+                ) -> dict[str, list[Clip]]:
     """Clips of each split, windowed as the protocol says, in a stable order."""
-    if protocol.dataset not in ADAPTERS:
-        raise ProtocolError(f"dataset.name: unknown dataset {protocol.dataset!r}; known: {sorted(ADAPTERS)}")
-    clips = ADAPTERS[protocol.dataset](protocol, progress=progress)
+    return prepare_splits(protocol, progress, root, workers)[0]
+
+
+def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers: int = 1
+                   ) -> tuple[dict[str, list[Clip]], Optional[dict]]:
+    """The splits and, for a real dataset, its preparation manifest (None for synthtalk).
+
+    Real datasets (`bench.data.raw.SOURCES`) go through `bench.data.prepare` (cached: a second
+    call only reads the cache) under `root` or $TALKBENCH_DATA_<NAME>.
+    """
+    manifest = None
+    # A root named once in this process is remembered, so later reloads of the same dataset
+    # (the report's figures) find it without the caller passing it again.
+    root = _ROOTS[protocol.dataset] = root or _ROOTS.get(protocol.dataset)
+    if protocol.dataset in ADAPTERS:
+        clips = ADAPTERS[protocol.dataset](protocol, progress=progress)
+    else:
+        from bench.data.raw import SOURCE_MODULES, SOURCES
+
+        if protocol.dataset not in SOURCES and protocol.dataset not in SOURCE_MODULES:
+            known = sorted(set(ADAPTERS) | set(SOURCES) | set(SOURCE_MODULES))
+            raise ProtocolError(f"dataset.name: unknown dataset {protocol.dataset!r}; known: {known}")
+        from bench.data.prepare import prepare_protocol
+
+        prepared = prepare_protocol(protocol, root, workers, progress)
+        clips, manifest = prepared.clips, {**prepared.manifest, "manifest": str(prepared.manifest_path)}
+        if not clips:
+            raise ValueError(f"dataset {protocol.dataset}: no item could be prepared; see "
+                             f"{prepared.manifest_path}")
     for clip in clips:
         if abs(clip.fps - protocol.fps) > 1e-6:
             raise ProtocolError(f"clip {clip.id} is at {clip.fps} fps but the protocol asks for {protocol.fps}")
-    split = resolve_split(protocol, sorted({c.speaker for c in clips}))
+    if protocol.split["rule"] == "time":
+        parts = split_by_time(clips, protocol.split)
+    else:
+        split = resolve_split(protocol, sorted({c.speaker for c in clips}))
+        parts = {}
+        for name in SPLITS:
+            speakers = set(split.get(name, []))
+            parts[name] = [c for c in clips if c.speaker in speakers]
     out = {}
     for name in SPLITS:
-        speakers = set(split.get(name, []))
-        chosen = sorted((c for c in clips if c.speaker in speakers), key=lambda c: c.id)
+        chosen = sorted(parts.get(name, []), key=lambda c: c.id)
         out[name] = [w for c in chosen for w in window_clip(c, protocol.windowing)]
+    return out, manifest
+
+
+def split_by_time(clips: list[Clip], rule: dict) -> dict[str, list[Clip]]:
+    """Split rule `time` (person-specific video): cut every clip by time, before windowing.
+
+    The last `test_seconds` (or `test_fraction` of the clip's frames, rounded) is test, the
+    `val_seconds` before it val, the rest train. Parts are named `<clip>_train`, `_val`, `_test`.
+    A clip too short to leave any training frames is an error naming it.
+    """
+    out: dict[str, list[Clip]] = {name: [] for name in SPLITS}
+    for clip in clips:
+        n = clip.num_frames
+        if "test_seconds" in rule:
+            n_test = int(round(rule["test_seconds"] * clip.fps))
+        else:
+            n_test = int(round(rule["test_fraction"] * n))
+        n_val = int(round(rule.get("val_seconds", 0) * clip.fps))
+        n_train = n - n_test - n_val
+        if n_test < 1 or n_train < 1:
+            raise ProtocolError(f"split: clip {clip.id} has {n} frames; rule 'time' leaves "
+                                f"{n_train} for train and {n_test} for test")
+        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+        for name, (start, stop) in bounds.items():
+            if stop > start:
+                out[name].append(cut_clip(clip, start, stop, f"{clip.id}_{name}"))
     return out
+
+
+def cut_clip(clip: Clip, start: int, stop: int, new_id: str) -> Clip:
+    """Frames [start, stop) of a clip (audio, every per-frame array, lazy frames) as a new clip."""
+    per_frame = clip.sample_rate / clip.fps
+    a0, a1 = int(round(start * per_frame)), int(round(stop * per_frame))
+
+    def cut(array):
+        return None if array is None else array[start:stop]
+
+    def frames(clip=clip):
+        # Copy the part and let the parent drop the rest (a person-specific video is long).
+        part = clip.frames[start:stop].copy()
+        clip.release_frames()
+        return part
+
+    return replace(
+        clip, id=new_id, audio=clip.audio[a0:a1], landmarks=cut(clip.landmarks),
+        landmarks3d=cut(clip.landmarks3d), pose=cut(clip.pose), aus=cut(clip.aus),
+        motion=cut(clip.motion), meta={**clip.meta, "parent": clip.id, "start_frame": start},
+        frames_loader=frames if clip.has_frames else None, _frames=None,
+    )
 
 
 def window_clip(clip: Clip, windowing: dict) -> list[Clip]:

@@ -326,6 +326,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += ci_table(protocol, rows)
     lines += ["", "## Detector-noise floor", ""] + floor_lines(floor)
     lines += ["", "## Failures", ""] + failure_lines(rows)
+    lines += data_preparation_lines(out)
     lines += ["", "## Not applicable (the method does not output what the metric needs)", ""]
     lines += not_applicable_lines(rows)
     lines += ["", "## Unavailable metrics", ""] + unavailable_lines(rows)
@@ -339,3 +340,31 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     path = out / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def data_preparation_lines(out: Path) -> list[str]:
+    """The "Data preparation" section: dataset items that could not be prepared, by reason.
+
+    Built from `_data_preparation.json` (written by the runner for real datasets); absent for
+    synthtalk, which is generated rather than prepared.
+    """
+    path = out / "_data_preparation.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    failed = data.get("failed", {})
+    lines = ["", "## Data preparation", "",
+             f"Dataset `{data.get('dataset')}` at `{data.get('root')}`: {data.get('ok')} of "
+             f"{data.get('items')} items prepared (pipeline `{data.get('pipeline_version')}`; "
+             f"manifest `{data.get('manifest')}`).", ""]
+    if not failed:
+        return lines + ["No item failed."]
+    lines += ["| reason | items | ids |", "|---|---:|---|"]
+    for reason, ids in sorted(failed.items()):
+        shown = ", ".join(f"`{i}`" for i in ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+        lines.append(f"| {reason} | {len(ids)} | {shown} |")
+    details = data.get("details", {})
+    if details:
+        lines += ["", "Details:", ""]
+        lines += [f"- `{i}`: {details[i]}" for i in sorted(details)[:50]]
+    return lines

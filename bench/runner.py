@@ -22,7 +22,7 @@ from baselines.base import Method, MethodInput, Prediction
 from bench.cache import key_of
 from bench.checkpoint import CheckpointError, file_sha256
 from bench.clip import Clip
-from bench.datasets import clip_hash, load_splits
+from bench.datasets import clip_hash, load_splits, prepare_splits
 from bench.paths import repo_root, talkbench_home
 from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
@@ -31,6 +31,7 @@ from bench.scoring import Scorer
 
 log = logging.getLogger(__name__)
 DETECTOR_FLOOR = "_detector_floor"
+DATA_FILE = "_data_preparation.json"
 
 
 def results_dir(protocol: Protocol, root: Optional[Path] = None) -> Path:
@@ -50,10 +51,12 @@ def seed_everything(seed: int) -> None:
 
 def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "cpu", seed: int = 0,
         preset: Optional[str] = None, out_root: Optional[Path] = None, progress: bool = True,
-        ablations: bool = False, checkpoint: Optional[Path] = None) -> Path:
+        ablations: bool = False, checkpoint: Optional[Path] = None, data_root: Optional[Path] = None,
+        workers: int = 1) -> Path:
     """Run the protocol's methods (or `methods`), write result JSONs and the report; return the
     results dir. `ablations` adds each method's ablation variants as rows; `checkpoint` loads that
-    file instead of training (one method only)."""
+    file instead of training (one method only). A real dataset is read from `data_root` and
+    prepared with `workers` processes; its preparation failures go to `DATA_FILE` in the results."""
     from bench.report import write_report
 
     protocol = load_protocol(protocol_name)
@@ -63,12 +66,13 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             raise ValueError("--checkpoint loads one method's weights: name exactly one with --methods")
         if not Path(checkpoint).is_file():
             raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-    splits = load_splits(protocol, progress)
+    splits, data = prepare_splits(protocol, progress, data_root, workers)
     if not splits["test"]:
         raise ValueError(f"protocol {protocol.id}: the test split is empty")
     scorer = Scorer(protocol, splits["test"], device)
     out = results_dir(protocol, out_root)
     out.mkdir(parents=True, exist_ok=True)
+    write_data_manifest(out, data)
     env = environment(device)
     # Checkpoints and predictions are only reused for exactly this data: the run folder is keyed by
     # the protocol and the content of every clip (a rebuilt or regenerated corpus gets a new folder).
@@ -100,6 +104,19 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
         write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, scorer, env))
     write_report(protocol, out)
     return out
+
+
+def write_data_manifest(out: Path, data: Optional[dict]) -> None:
+    """Record which dataset items were prepared and which failed (and why) beside the results."""
+    if data is None:
+        (out / DATA_FILE).unlink(missing_ok=True)
+        return
+    keep = ("kind", "protocol", "protocol_hash", "dataset", "root", "manifest", "pipeline_version",
+            "items", "ok", "failed")
+    body = {k: data[k] for k in keep if k in data}
+    body["details"] = {i: e["detail"] for i, e in sorted(data.get("entries", {}).items())
+                       if e["status"] != "ok"}
+    write_result(out / DATA_FILE, body)
 
 
 def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str],

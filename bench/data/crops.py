@@ -1,0 +1,161 @@
+"""Crop recipes of the preprocessing pipeline: per-frame crop windows, the crop itself, and the
+matching transform of landmark coordinates.
+
+A crop window is (x0, y0, w, h) in integer source pixels; it may reach outside the frame, where
+the pad value fills in. Every crop is then resized to `resolution` x `resolution`. The recipes
+(`preprocessing.crop` in a protocol, parameters in `preprocessing.crop_params`):
+
+* ``none`` — the whole frame, resized to the square resolution (a non-square frame is stretched;
+  use ``center_square`` to keep the aspect ratio).
+* ``center_square`` — KFusion on MEAD 1920x1080: the centred square whose side is the frame's
+  shorter side (the height for landscape video), or ``crop_params.size`` pixels.
+* ``landmark_box`` — IP_LAP style: the bounding box of the 68 points, each side pushed out by
+  ``margin`` (default 0.2) times the box size, made square around its centre (side = the longer
+  side), then centre and side averaged over ``smooth`` frames (default 5; a centred moving
+  average with the edge values repeated, so the crop does not jitter with the detector).
+* ``syncnet`` — joonson/syncnet_python ``run_pipeline.py`` (reference/metrics.md §1.3): the face
+  box's centre and half-size s = max(w, h) / 2, each median-filtered over 13 frames (zero padded,
+  as ``scipy.signal.medfilt``), rows [cy - s, cy + s (1 + 2 cs)], columns [cx - s (1 + cs),
+  cx + s (1 + cs)] with cs = ``crop_scale`` (0.4), padding value 110. The box, filter and window
+  are `metrics.syncnet`'s functions (`landmark_boxes`, `smooth_boxes`, `crop_window`), so the
+  preprocessing crop and the LSE metric's crop are one piece of code. Deviation: run_pipeline
+  takes S3FD boxes; we take the protocol landmark backend's face box (dlib's HOG box for dlib),
+  and resize to the protocol's `resolution` (224 reproduces the reference exactly).
+
+Missing detections (frames where no face was found) get the box linearly interpolated from the
+neighbouring found frames (held at the ends), as `metrics.syncnet.landmark_boxes` does.
+
+Resizing: ``cv2.INTER_AREA`` when shrinking (no aliasing from large source frames) and
+``cv2.INTER_LINEAR`` otherwise; the syncnet recipe always uses ``INTER_LINEAR``, as the reference's
+``cv2.resize`` default. Coordinates follow OpenCV's pixel-centre convention: a source point p maps
+to (p - x0 + 0.5) * resolution / w - 0.5 (likewise for y), exactly what ``cv2.resize`` does to
+the pixel grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+
+FACE_RECIPES = ("landmark_box", "syncnet")  # recipes that need a face detection on source frames
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "center_square": {"size": None},
+    "landmark_box": {"margin": 0.2, "smooth": 5, "pad_value": 0},
+    "syncnet": {"crop_scale": 0.4, "kernel": 13, "pad_value": 110},
+}
+# Not a crop parameter but read from crop_params: the longer side (px) of the copy of each source
+# frame that the face detector sees for the face-based recipes (run_pipeline's facedet_scale
+# plays the same role). dlib's HOG at 1080p costs ~1 s a frame; a face on a 512 px copy of a
+# MEAD frame is still ~150 px tall.
+DETECT_SIZE = 512
+
+
+def crop_params(recipe: str, params: Optional[dict]) -> dict[str, Any]:
+    """The recipe's parameters with defaults filled in; unknown keys are an error naming them."""
+    if recipe not in DEFAULTS:
+        raise ValueError(f"preprocessing.crop: unknown recipe {recipe!r}; known: {sorted(DEFAULTS)}")
+    params = dict(params or {})
+    allowed = set(DEFAULTS[recipe]) | ({"detect_size"} if recipe in FACE_RECIPES else set())
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"preprocessing.crop_params: {unknown} do not apply to crop {recipe!r}; "
+                         f"allowed: {sorted(allowed)}")
+    out = {**DEFAULTS[recipe], **params}
+    if recipe in FACE_RECIPES:
+        out.setdefault("detect_size", DETECT_SIZE)
+    return out
+
+
+# ----------------------------------------------------------------------------- windows
+
+def static_windows(recipe: str, params: dict, width: int, height: int, n: int) -> np.ndarray:
+    """n x 4 int windows (x0, y0, w, h) of the recipes that do not look at the face."""
+    if recipe == "none":
+        window = (0, 0, width, height)
+    elif recipe == "center_square":
+        side = int(params.get("size") or min(width, height))
+        if side <= 0 or side > min(width, height):
+            raise ValueError(f"crop_params.size {side} does not fit a {width}x{height} frame")
+        window = ((width - side) // 2, (height - side) // 2, side, side)
+    else:
+        raise ValueError(f"crop {recipe!r} needs face detections")
+    return np.tile(np.array(window, dtype=np.int64), (n, 1))
+
+
+def face_windows(recipe: str, params: dict, landmarks: np.ndarray, boxes: np.ndarray,
+                 found: np.ndarray) -> np.ndarray:
+    """n x 4 int windows of `landmark_box` (from the 68 points) or `syncnet` (from face boxes).
+
+    `landmarks` n x 68 x 2 and `boxes` n x 4 (x0, y0, x1, y1) are in source pixels, NaN where
+    `found` is False. Raises ValueError when no frame has a face.
+    """
+    from metrics.syncnet import crop_window, landmark_boxes, smooth_boxes
+
+    found = np.asarray(found, dtype=bool)
+    if not found.any():
+        raise ValueError("no face found in any frame")
+    if recipe == "landmark_box":
+        raw = landmark_boxes(landmarks, found)  # centre and s = max(w, h) / 2, gaps interpolated
+        margin = float(params["margin"])
+        cx, cy = _moving_average(raw.cx, params["smooth"]), _moving_average(raw.cy, params["smooth"])
+        side = _moving_average(2 * raw.s * (1 + 2 * margin), params["smooth"])
+        x0, y0 = np.round(cx - side / 2), np.round(cy - side / 2)
+        side = np.maximum(np.round(side), 1)
+        return np.stack([x0, y0, side, side], axis=1).astype(np.int64)
+    if recipe == "syncnet":
+        corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)  # the box as two points
+        smooth = smooth_boxes(landmark_boxes(corners, found), int(params["kernel"]))
+        out = np.empty((len(found), 4), dtype=np.int64)
+        for t in range(len(found)):
+            pad, top, bottom, left, right = crop_window(smooth.cx[t], smooth.cy[t], smooth.s[t],
+                                                        float(params["crop_scale"]))
+            out[t] = (left - pad, top - pad, max(right - left, 1), max(bottom - top, 1))
+        return out
+    raise ValueError(f"crop {recipe!r} is not a face recipe")
+
+
+def _moving_average(values: np.ndarray, size: int) -> np.ndarray:
+    size = int(size)
+    if size <= 1 or len(values) < 2:
+        return np.asarray(values, dtype=np.float64)
+    half = size // 2
+    padded = np.pad(np.asarray(values, dtype=np.float64), (half, half), mode="edge")
+    return np.convolve(padded, np.ones(2 * half + 1) / (2 * half + 1), mode="valid")
+
+
+# ----------------------------------------------------------------------------- applying a window
+
+def crop_frame(frame: np.ndarray, window: np.ndarray, resolution: int, pad_value: int = 0,
+               interpolation: Optional[int] = None) -> np.ndarray:
+    """Cut `window` (x0, y0, w, h) out of an H x W x 3 frame (padding outside) and resize it."""
+    x0, y0, w, h = (int(v) for v in window)
+    height, width = frame.shape[:2]
+    if (x0, y0, w, h) == (0, 0, width, height):
+        region = frame
+    else:
+        region = np.full((h, w, frame.shape[2]), pad_value, dtype=frame.dtype)
+        sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + w, width), min(y0 + h, height)
+        if sx1 > sx0 and sy1 > sy0:
+            region[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if max(w, h) > resolution else cv2.INTER_LINEAR
+    if (w, h) == (resolution, resolution):
+        return np.ascontiguousarray(region)
+    return cv2.resize(np.ascontiguousarray(region), (resolution, resolution), interpolation=interpolation)
+
+
+def transform_points(points: np.ndarray, windows: np.ndarray, resolution: int) -> np.ndarray:
+    """Map T x K x 2 source-pixel points through per-frame windows T x 4 into the resized crop."""
+    pts = np.asarray(points, dtype=np.float64)
+    win = np.asarray(windows, dtype=np.float64)
+    origin = win[:, None, 0:2]
+    scale = resolution / win[:, None, 2:4]
+    return ((pts - origin + 0.5) * scale - 0.5).astype(np.float32)
+
+
+def resize_interpolation(recipe: str) -> Optional[int]:
+    """The interpolation a recipe prescribes (None: area when shrinking, else linear)."""
+    return cv2.INTER_LINEAR if recipe == "syncnet" else None

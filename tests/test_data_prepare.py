@@ -1,0 +1,306 @@
+"""The preprocessing pipeline (bench/data/prepare.py) on real H.264 + AAC files made from synthtalk.
+
+Inputs: synthtalk faces rendered at 512 px on a 640 x 512 canvas (so every crop recipe moves and
+scales the face), 30 frames each, with the clip's speech as AAC; the exact synthtalk landmarks,
+mapped through each crop, are the ground truth for the landmarks found on the stored frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from bench.clip import Clip
+from bench.data import crops
+from bench.data.decode import iter_frames, read_audio
+from bench.data.prepare import (Settings, entry_dir, load_clip, prepare_items, prepare_protocol,
+                                read_entry)
+from bench.data.raw import RawItem, register_source
+from bench.datasets import split_by_time
+from bench.video import write_mp4
+
+FRAMES = 30
+OFFSET_X = 64  # the 512 px face sits at x 64..576 of the 640 px canvas
+
+
+def _speaker_clip(number: int):
+    from bench.data.synthtalk import corpus, render
+
+    identity, look = corpus.speaker_identity(0, number)
+    arrays, _ = corpus.make_clip(0, number, 0, identity)
+    faces = render.render_frames(arrays["landmarks"][:FRAMES], look, 512)
+    canvas = np.zeros((FRAMES, 512, 640, 3), np.uint8)
+    canvas[:, :, OFFSET_X:OFFSET_X + 512] = faces
+    exact = arrays["landmarks"][:FRAMES] * 2.0 + np.array([OFFSET_X, 0.0])  # canvas pixels
+    return canvas, arrays["audio"][: FRAMES * 640], exact
+
+
+def _write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((np.clip(audio, -1, 1) * 32767).astype(np.int16)[None],
+                                           format="s16", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = 0
+        frame.time_base = Fraction(1, rate)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raw")
+    out = {}
+    for name, number in (("a", 1), ("b", 2)):
+        frames, audio, exact = _speaker_clip(number)
+        out[name] = {"path": write_mp4(folder / f"{name}.mp4", frames, 25, audio), "exact": exact,
+                     "audio": audio}
+    data = out["a"]["path"].read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    noise = np.random.default_rng(0).integers(90, 110, (FRAMES, 512, 640, 3), dtype=np.uint8)
+    out["noface"] = write_mp4(folder / "noface.mp4", noise, 25, out["a"]["audio"])
+    out["silent"] = write_mp4(folder / "silent.mp4", np.zeros((FRAMES, 64, 64, 3), np.uint8), 25,
+                              np.zeros(FRAMES * 640, np.float32))
+    out["long_wav"] = _write_wav(folder / "long.wav", np.tile(out["a"]["audio"], 2), 16000)
+    out["folder"] = folder
+    return out
+
+
+def _settings(crop="center_square", resolution=256, **params) -> Settings:
+    return Settings.from_preprocessing({"fps": 25, "resolution": resolution, "crop": crop,
+                                        "crop_params": params})
+
+
+# ----------------------------------------------------------------------------- geometry
+
+def test_crop_windows_on_hand_checked_cases():
+    assert crops.static_windows("center_square", crops.crop_params("center_square", {}), 1920, 1080, 2).tolist() \
+        == [[420, 0, 1080, 1080]] * 2
+    assert crops.static_windows("center_square", crops.crop_params("center_square", {"size": 800}), 1920, 1080, 1).tolist() \
+        == [[560, 140, 800, 800]]
+    assert crops.static_windows("none", {}, 640, 480, 1).tolist() == [[0, 0, 640, 480]]
+    # landmark_box: points spanning 100 x 80 around (200, 150); margin 0.25 -> 150 x 120 -> square 150.
+    t = 9
+    pts = np.zeros((t, 68, 2))
+    pts[:, :34] = (150, 110)
+    pts[:, 34:] = (250, 190)
+    found = np.ones(t, bool)
+    found[4] = False  # a missed frame is interpolated from its neighbours
+    pts[4] = np.nan
+    params = crops.crop_params("landmark_box", {"margin": 0.25})
+    win = crops.face_windows("landmark_box", params, pts, np.full((t, 4), np.nan), found)
+    assert win.tolist() == [[125, 75, 150, 150]] * t
+    # syncnet: face box 100 x 60 at (100, 100) -> s = 50, centre (150, 130), cs = 0.4: rows
+    # [cy - s, cy + 1.8 s) = [80, 220), columns [cx - 1.4 s, cx + 1.4 s) = [80, 220).
+    boxes = np.tile([100.0, 100.0, 200.0, 160.0], (31, 1))
+    win = crops.face_windows("syncnet", crops.crop_params("syncnet", {}), None, boxes, np.ones(31, bool))
+    assert win[15].tolist() == [80, 80, 140, 140]
+    with pytest.raises(ValueError, match="margin"):
+        crops.crop_params("syncnet", {"margin": 0.1})
+
+
+def test_crop_pads_outside_the_frame_and_maps_points_like_the_pixels():
+    frame = np.zeros((10, 10, 3), np.uint8)
+    frame[0, 0] = 255
+    out = crops.crop_frame(frame, np.array([-2, -2, 4, 4]), 4, pad_value=110)
+    assert out[0, 0, 0] == 110 and out[2, 2, 0] == 255 and out[3, 3, 0] == 0
+    big = crops.crop_frame(frame, np.array([0, 0, 2, 2]), 8)  # 4x upscale
+    pts = crops.transform_points(np.array([[[0.0, 0.0]]]), np.array([[0, 0, 2, 2]]), 8)
+    assert np.allclose(pts, 1.5)  # pixel (0, 0) covers output pixels 0..3, centre 1.5
+    assert big[1, 1, 0] == 255 and big[7, 7, 0] == 0
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def test_fps_and_audio_resampling(tmp_path):
+    n = 36  # 1.2 s at 30 fps; frame i is the grey level 6 i
+    frames = np.repeat((np.arange(n, dtype=np.uint8) * 6)[:, None, None, None], 32, 1)
+    frames = np.repeat(np.repeat(frames, 32, 2), 3, 3)
+    tone = np.sin(2 * np.pi * 440 * np.arange(int(1.2 * 48000)) / 48000).astype(np.float32) * 0.5
+    path = write_mp4(tmp_path / "ramp.mp4", frames, 30, tone, sample_rate=48000)
+    out = np.stack(list(iter_frames(path, 25)))
+    assert len(out) == 30
+    shown = np.round(out[:, 16, 16].mean(axis=1) / 6).astype(int)
+    expected = np.round(np.arange(30) * 30 / 25 + 1e-9).astype(int)  # nearest source frame
+    assert np.abs(shown - expected).max() == 0, (shown, expected)
+    segment = np.stack(list(iter_frames(path, 25, start=0.4, end=0.8)))
+    assert len(segment) == 10 and round(segment[0, 0, 0].mean() / 6) == 12
+    audio = read_audio(path, 16000)
+    assert abs(audio.size - 1.2 * 16000) < 0.05 * 16000
+    spectrum = np.abs(np.fft.rfft(audio[1600:17600]))
+    assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) <= 2
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+@pytest.mark.parametrize("crop,params,tolerance", [
+    ("center_square", {}, 3.0), ("landmark_box", {"detect_size": 256}, 3.5),
+    ("syncnet", {"detect_size": 256}, 3.5)])
+def test_landmarks_match_synthtalk_through_the_crop(media, tmp_path, crop, params, tolerance):
+    item = RawItem("a", "spk01", media["a"]["path"])
+    entry = prepare_items([item], _settings(crop, **params), progress=False, root=tmp_path)["a"]
+    assert entry["status"] == "ok", entry
+    clip = load_clip(item, entry, tmp_path)
+    with np.load(entry_dir(tmp_path, entry["key"]) / "arrays.npz") as data:
+        windows = data["windows"]
+    expected = crops.transform_points(media["a"]["exact"], windows, 256)
+    error = np.linalg.norm(clip.landmarks - expected, axis=-1).mean()
+    assert error < tolerance, f"{crop}: {error:.2f} px"
+    assert clip.frames.shape == (FRAMES, 256, 256, 3) and clip.audio.shape == (FRAMES * 640,)
+    assert np.isfinite(clip.pose).all() and clip.pose.shape == (FRAMES, 6)
+    if crop == "center_square":
+        assert windows[0].tolist() == [64, 0, 512, 512]
+        ref = media["a"]["audio"]  # through AAC: in step (lag 0), within AAC's error
+        assert np.sqrt(np.mean((clip.audio - ref) ** 2) / np.mean(ref ** 2)) < 0.15
+
+
+def test_cache_hits_and_one_changed_parameter_misses(media, tmp_path, monkeypatch):
+    import bench.data.prepare as prepare
+
+    item = RawItem("a", "spk01", media["a"]["path"])
+    first = prepare_items([item], _settings(), progress=False, root=tmp_path)["a"]
+    calls = []
+    real = prepare._process
+    monkeypatch.setattr(prepare, "_process", lambda *a: calls.append(a) or real(*a))
+    again = prepare_items([item], _settings(), progress=False, root=tmp_path)["a"]
+    assert again == first and calls == []  # served from the cache
+    other = prepare_items([item], _settings(resolution=128), progress=False, root=tmp_path)["a"]
+    assert len(calls) == 1 and other["key"] != first["key"]
+    assert load_clip(item, other, tmp_path).frames.shape[1] == 128
+    assert load_clip(item, first, tmp_path).frames.shape[1] == 256  # the old entry is intact
+    margin = prepare_items([item], _settings("landmark_box", margin=0.3, detect_size=256),
+                           progress=False, root=tmp_path)["a"]
+    assert margin["key"] not in (first["key"], other["key"])
+
+
+def test_one_and_two_workers_give_identical_clips(media, tmp_path):
+    items = [RawItem("a", "spk01", media["a"]["path"]), RawItem("b", "spk02", media["b"]["path"])]
+    one = prepare_items(items, _settings(), workers=1, progress=False, root=tmp_path / "one")
+    two = prepare_items(items, _settings(), workers=2, progress=False, root=tmp_path / "two")
+    assert one == two
+    for item in items:
+        a = load_clip(item, one[item.id], tmp_path / "one")
+        b = load_clip(item, two[item.id], tmp_path / "two")
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.landmarks, b.landmarks)
+        assert np.array_equal(a.audio, b.audio)
+
+
+def test_failures_are_manifest_entries_with_reasons(media, tmp_path):
+    folder = media["folder"]
+    items = [
+        RawItem("ok", "spk01", media["a"]["path"]),
+        RawItem("cut", "spk01", folder / "truncated.mp4"),
+        RawItem("noface", "spk01", media["noface"]),
+        RawItem("noaudio", "spk01", media["a"]["path"], audio=folder / "absent.wav"),
+        RawItem("novideo", "spk01", folder / "absent.mp4"),
+        RawItem("silent", "spk01", media["silent"]),
+        RawItem("longaudio", "spk01", media["a"]["path"], audio=media["long_wav"]),
+    ]
+    entries = prepare_items(items, _settings(), progress=False, root=tmp_path)
+    reasons = {i: e["reason"] for i, e in entries.items()}
+    assert reasons == {"ok": None, "cut": "unreadable", "noface": "no_face", "noaudio": "missing_audio",
+                       "novideo": "missing_video", "silent": "silent_audio",
+                       "longaudio": "av_duration_mismatch"}
+    assert "truncated.mp4" in entries["cut"]["detail"] and "absent.wav" in entries["noaudio"]["detail"]
+    # Content failures are cached: the no-face entry is complete and says why.
+    assert read_entry(entry_dir(tmp_path, entries["noface"]["key"]))["reason"] == "no_face"
+
+
+def test_an_interrupted_prepare_resumes(media, tmp_path):
+    item_a = RawItem("a", "spk01", media["a"]["path"])
+    item_b = RawItem("b", "spk02", media["b"]["path"])
+    done = prepare_items([item_a], _settings(), progress=False, root=tmp_path)["a"]
+    # A killed run leaves a temp folder (its pid gone) and a half-written entry for item b.
+    stale = tmp_path / ".tmp" / "0123456789abcdef-999999999-0"
+    stale.mkdir(parents=True)
+    (stale / "frames.mp4").write_bytes(b"partial")
+    from bench.data.prepare import cache_key
+
+    partial = entry_dir(tmp_path, cache_key(item_b, _settings(), tmp_path))
+    partial.mkdir(parents=True)
+    (partial / "frames.mp4").write_bytes(b"partial")
+    info_a = entry_dir(tmp_path, done["key"]) / "info.json"
+    before = info_a.stat().st_mtime_ns
+    entries = prepare_items([item_a, item_b], _settings(), progress=False, root=tmp_path)
+    assert entries["a"] == done and info_a.stat().st_mtime_ns == before  # not redone
+    assert entries["b"]["status"] == "ok" and read_entry(partial) is not None
+    assert not stale.exists()
+    assert load_clip(item_b, entries["b"], tmp_path).frames.shape == (FRAMES, 256, 256, 3)
+
+
+def test_time_split_cuts_each_clip_before_windowing():
+    rng = np.random.default_rng(0)
+    clip = Clip(id="obama", speaker="obama", audio=rng.normal(size=50 * 640).astype(np.float32),
+                landmarks=rng.normal(size=(50, 68, 2)).astype(np.float32), fps=25.0,
+                pose=rng.normal(size=(50, 6)), frames_loader=lambda: np.arange(50)[:, None, None, None])
+    parts = split_by_time([clip], {"rule": "time", "test_seconds": 0.4, "val_seconds": 0.4})
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [1, 1, 1]
+    train, val, test = parts["train"][0], parts["val"][0], parts["test"][0]
+    assert (train.num_frames, val.num_frames, test.num_frames) == (30, 10, 10)
+    assert np.array_equal(test.landmarks, clip.landmarks[40:]) and np.array_equal(val.pose, clip.pose[30:40])
+    assert np.array_equal(test.audio, clip.audio[40 * 640:]) and test.frames[0, 0, 0, 0] == 40
+    assert test.id == "obama_test" and test.meta["start_frame"] == 40
+    frac = split_by_time([clip], {"rule": "time", "test_fraction": 0.3})
+    assert frac["test"][0].num_frames == 15 and frac["train"][0].num_frames == 35 and not frac["val"]
+    from bench.protocol import ProtocolError
+
+    with pytest.raises(ProtocolError, match="obama"):
+        split_by_time([clip], {"rule": "time", "test_seconds": 2.0})
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def test_run_static_on_a_prepared_dataset_reports_data_failures(media, tmp_path, capsys):
+    from bench.cli import main
+
+    folder = media["folder"]
+
+    @register_source("tinytest")
+    def discover(root, options):
+        return [RawItem("spk01_a", "spk01", media["a"]["path"]),
+                RawItem("spk02_b", "spk02", media["b"]["path"]),
+                RawItem("spk02_cut", "spk02", folder / "truncated.mp4"),
+                RawItem("spk01_noaudio", "spk01", media["a"]["path"], audio=folder / "absent.wav")]
+
+    protocol = {
+        "id": "tinytest", "version": 1, "dataset": {"name": "tinytest"},
+        "preprocessing": {"fps": 25, "resolution": 256, "crop": "center_square"},
+        "split": {"rule": "time", "test_seconds": 0.4}, "metrics": ["M-LD", "F-LD"],
+        "methods": ["static"],
+    }
+    path = tmp_path / "tinytest.yaml"
+    path.write_text(json.dumps(protocol))
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--root", str(folder), "--results", str(results), "--quiet"]) == 0
+    out = results / "tinytest"
+    row = json.loads((out / "static.json").read_text())
+    assert row["clips"] == 2 and set(row["metrics"]) == {"M-LD", "F-LD"}
+    assert row["metrics"]["M-LD"]["n"] == 2 and row["metrics"]["M-LD"]["value"] > 0
+    data = json.loads((out / "_data_preparation.json").read_text())
+    assert data["ok"] == 2 and data["failed"] == {"missing_audio": ["spk01_noaudio"], "unreadable": ["spk02_cut"]}
+    report = (out / "README.md").read_text()
+    section = report.split("## Data preparation", 1)[1]
+    assert "| missing_audio | 1 | `spk01_noaudio` |" in section and "spk02_cut" in section
+    # `talkbench data prepare` prints the same summary from the cache.
+    capsys.readouterr()
+    assert main(["data", "prepare", str(path), "--root", str(folder), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 4 items prepared" in printed and "failed (unreadable): 1  [spk02_cut]" in printed
+    assert "manifest: " in printed
+    # The protocol's window decides `too_short` (here: 2 s windows, the clips last 1.2 s).
+    from bench.protocol import parse_protocol
+
+    longer = parse_protocol({**protocol, "windowing": {"mode": "fixed", "seconds": 2.0}})
+    prepared = prepare_protocol(longer, folder, progress=False)
+    assert prepared.manifest["failed"]["too_short"] == ["spk01_a", "spk02_b"] and not prepared.clips
