@@ -42,6 +42,7 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
     call only reads the cache) under `root` or $TALKBENCH_DATA_<NAME>.
     """
     manifest = None
+    speakers: Optional[list[str]] = None  # real datasets: every discovered speaker
     # A root named once in this process is remembered, so later reloads of the same dataset
     # (the report's figures) find it without the caller passing it again.
     root = _ROOTS[protocol.dataset] = root or _ROOTS.get(protocol.dataset)
@@ -57,6 +58,9 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
 
         prepared = prepare_protocol(protocol, root, workers, progress)
         clips, manifest = prepared.clips, {**prepared.manifest, "manifest": str(prepared.manifest_path)}
+        # A speaker whose items all failed preparation is still part of the dataset: the split
+        # resolves against every discovered speaker and the failures are in the manifest.
+        speakers = prepared.speakers
         if not clips:
             raise ValueError(f"dataset {protocol.dataset}: no item could be prepared; see "
                              f"{prepared.manifest_path}")
@@ -66,7 +70,7 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
     if protocol.split["rule"] == "time":
         parts = split_by_time(clips, protocol.split)
     else:
-        split = resolve_split(protocol, sorted({c.speaker for c in clips}))
+        split = resolve_split(protocol, speakers or sorted({c.speaker for c in clips}))
         parts = {}
         for name in SPLITS:
             speakers = set(split.get(name, []))

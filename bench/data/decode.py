@@ -45,6 +45,15 @@ class VideoInfo:
     fps: float
     declared_frames: int  # the container's frame count (0 when it does not say)
     start_time: float  # presentation time (s) of the stream's first frame
+    declared_seconds: float = 0.0  # the header's duration where it is written, not estimated (0: none)
+
+
+# Containers whose header duration ffmpeg only estimates (from the bit rate): never trusted to
+# declare a truncation.
+ESTIMATED_DURATION_FORMATS = ("mpeg", "mpegts", "mpegvideo")
+# A stream may end this much before the header's duration (audio priming, a last frame's length)
+# without the file being called truncated.
+TRUNCATION_TOLERANCE_S = 0.25
 
 
 def probe_video(path: Path) -> VideoInfo:
@@ -55,9 +64,12 @@ def probe_video(path: Path) -> VideoInfo:
                 raise MediaError("unreadable", f"{path}: no video stream")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or stream.guessed_rate or 0)
+            estimated = any(name in ESTIMATED_DURATION_FORMATS for name in container.format.name.split(","))
+            declared = container.duration / av.time_base if container.duration and not estimated else 0.0
             for frame in container.decode(stream):
                 first = frame.time if frame.time is not None else 0.0
-                return VideoInfo(frame.width, frame.height, rate, int(stream.frames or 0), float(first))
+                return VideoInfo(frame.width, frame.height, rate, int(stream.frames or 0), float(first),
+                                 float(declared))
     except av.error.FFmpegError as exc:
         raise MediaError("unreadable", f"{path}: unreadable video ({exc})") from exc
     raise MediaError("unreadable", f"{path}: no decodable video frame")
@@ -102,6 +114,12 @@ def iter_frames(path: Path, fps: float, start: Optional[float] = None, end: Opti
     if end is None and info.declared_frames and decoded < info.declared_frames:
         raise MediaError("truncated", f"{path}: truncated, decoded {decoded} of the "
                                       f"{info.declared_frames} frames its container declares")
+    # Containers without a frame count (FLV) still write their duration in the header.
+    decoded_seconds = prev[0] + 1.0 / info.fps - info.start_time
+    if end is None and not info.declared_frames and info.declared_seconds and \
+            decoded_seconds < info.declared_seconds - max(TRUNCATION_TOLERANCE_S, 3.0 / info.fps):
+        raise MediaError("truncated", f"{path}: truncated, frames end at {decoded_seconds:.2f} s but "
+                                      f"the header declares {info.declared_seconds:.2f} s")
     last_shown = min(prev[0] + 1.0 / info.fps, t_end)
     while (tk := t_start + k / fps) < last_shown - 1e-9:
         if tk >= t_start:

@@ -472,6 +472,7 @@ class PreparedDataset:
     clips: list[Clip]
     manifest: dict
     manifest_path: Path
+    speakers: list[str]  # every speaker discovered, including those whose items all failed
 
 
 def manifest_path(protocol, data_root: Path) -> Path:
@@ -506,7 +507,7 @@ def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int =
     by_id = {item.id: item for item in items}
     clips = [load_clip(by_id[i], e, fps=settings.fps, sample_rate=settings.sample_rate)
              for i, e in entries.items() if e["status"] == "ok"]
-    return PreparedDataset(clips, manifest, path)
+    return PreparedDataset(clips, manifest, path, sorted({item.speaker for item in items}))
 
 
 def build_manifest(protocol, data_root: Path, settings: Settings, entries: dict[str, dict]) -> dict:
