@@ -115,6 +115,21 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         sha256_prefix="d54a87c2",
         sha256_suffix="c491",
     ),
+    WeightSpec(
+        name="hopenet",
+        filename="hopenet_robust_alpha1.pkl",
+        url="https://drive.google.com/uc?export=download&id=1m25PrSE7g9D2q2XJVMR6IA7RaCvWSzCR",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (natanielruiz/deep-head-pose); trained on 300W-LP (research use)",
+        used_by=("Diversity", "BeatAlign", "preprocessing pose_backend hopenet"),
+        note="Hopenet '300W-LP, alpha 1, robust to image quality' from the deep-head-pose README "
+             "(Google Drive id 1m25PrSE7g9D2q2XJVMR6IA7RaCvWSzCR), a plain state_dict of the "
+             "ResNet-50 Hopenet. No checksum or size is published; SHA-256 and size not verified offline, none is registered. Google "
+             "Drive may answer a large file with a confirmation page instead of the file: if the "
+             "download is not a loadable state dict (the loader says so), fetch it in a browser "
+             "and put it in the weights folder or point TALKBENCH_WEIGHTS_HOPENET at it.",
+    ),
 )}
 
 
