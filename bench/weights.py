@@ -130,6 +130,20 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
              "download is not a loadable state dict (the loader says so), fetch it in a browser "
              "and put it in the weights folder or point TALKBENCH_WEIGHTS_HOPENET at it.",
     ),
+    WeightSpec(
+        name="fan_2d",
+        filename="2DFAN4-11f355bf06.pth.tar",
+        url="https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+        sha256=None,
+        size=None,
+        licence="BSD-3-Clause (face-alignment); trained on 300W-LP / 300-W (research data)",
+        used_by=("landmark_backend fan (LMD, LVD and the landmark metrics)",),
+        note="face-alignment 1.5's 2DFAN-4 (face_alignment.api.models_urls['2DFAN-4']), a plain "
+             "state_dict of face_alignment.models.FAN(4). Full SHA-256 and size not verified "
+             "offline; the file name carries hex digits (11f355bf06) in the torch.hub position, "
+             "checked as the start of its SHA-256 by that convention (not confirmed).",
+        sha256_prefix="11f355bf06",
+    ),
 )}
 
 

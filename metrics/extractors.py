@@ -161,7 +161,57 @@ class DlibExtractor(LandmarkExtractor):
         return box, points
 
 
-EXTRACTORS: dict[str, type[LandmarkExtractor]] = {"dlib": DlibExtractor}
+class FanExtractor(LandmarkExtractor):
+    """face-alignment's 2DFAN-4 inside dlib's HOG face box (`metrics.fan` documents the choices).
+
+    Weights: `talkbench weights download fan_2d` (never downloaded at run time)."""
+
+    name = "fan"
+
+    def __init__(self, upsample: int = 1, flip_input: bool = False, device: str = "cpu") -> None:
+        if not isinstance(flip_input, bool):
+            raise ValueError(f"flip_input must be true or false, got {flip_input!r}")
+        self.boxes = DlibExtractor(upsample)  # its HOG detector gives the face box
+        self.flip_input = flip_input
+        self.device = device
+        self._net: Any = None
+
+    def identity(self) -> dict:
+        ident: dict[str, Any] = {"name": self.name, "upsample": self.boxes.upsample,
+                                 "flip_input": self.flip_input, "detector": "dlib-hog"}
+        try:
+            from importlib.metadata import version
+
+            from bench.weights import fingerprint, resolve
+            ident["face_alignment"] = version("face-alignment")
+            ident["weights_sha256"] = fingerprint(resolve("fan_2d"))
+        except Exception:  # identity must not fail; detect() reports what is missing
+            pass
+        return ident
+
+    def detect(self, frames: np.ndarray) -> ExtractorResult:
+        from metrics import fan
+
+        frames = check_frames(frames)
+        if self._net is None:
+            self._net = fan.load_network(device=self.device)
+        self.boxes._load()
+        result = ExtractorResult.empty(frames.shape[0])
+        for i, frame in enumerate(frames):
+            gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+            rects = self.boxes._detector(gray, self.boxes.upsample)
+            if len(rects) == 0:
+                continue
+            rect = max(rects, key=lambda r: r.width() * r.height())
+            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32)
+            result.found[i] = True
+            result.boxes[i] = box
+            result.landmarks[i] = fan.landmarks_in_box(self._net, frame, box, self.flip_input,
+                                                       self.device)
+        return result
+
+
+EXTRACTORS: dict[str, type[LandmarkExtractor]] = {"dlib": DlibExtractor, "fan": FanExtractor}
 
 
 def build_extractor(name: str, **params: Any) -> LandmarkExtractor:
