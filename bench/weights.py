@@ -144,6 +144,19 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
              "checked as the start of its SHA-256 by that convention (not confirmed).",
         sha256_prefix="11f355bf06",
     ),
+    WeightSpec(
+        name="face_landmarker",
+        filename="face_landmarker.task",
+        url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/"
+            "float16/1/face_landmarker.task",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (MediaPipe; see the FaceLandmarker model card)",
+        used_by=("landmark_backend mediapipe (131-point landmark metrics)",),
+        note="MediaPipe Tasks FaceLandmarker bundle (face detector + 478-point mesh + blendshapes), "
+             "float16, version 1, the file the MediaPipe documentation links. Full SHA-256 and size "
+             "not verified offline.",
+    ),
 )}
 
 
