@@ -448,6 +448,20 @@ class _HeadMotionMetric(Metric):
         self.backend = build_pose_backend(self.params["pose_backend"], self.params["pnp_points"],
                                           self.params["image_size"], self.params["pnp_focal"])
         self.needs = self.backend.needs
+        self.weights_path = None
+        if isinstance(self.backend, HopenetPose):  # unavailable now, not on the first clip
+            from bench import weights
+
+            self.weights_path = weights.resolve("hopenet")
+            self.backend.estimator.weights = self.weights_path
+
+    def identity(self) -> dict:
+        ident = super().identity()
+        if self.weights_path is not None:  # values change with the network's weights
+            from bench import weights
+
+            ident["weights"] = {"hopenet": weights.fingerprint(self.weights_path)}
+        return ident
 
     def validate_params(self) -> None:
         p = self.params

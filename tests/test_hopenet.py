@@ -92,6 +92,21 @@ def test_missing_weights_unavailable(monkeypatch, tmp_path):
         load_model()
 
 
+def test_metric_unavailable_without_weights(monkeypatch, tmp_path):
+    monkeypatch.delenv("TALKBENCH_WEIGHTS_HOPENET", raising=False)
+    monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
+    with pytest.raises(MetricUnavailable, match="talkbench weights download hopenet"):
+        build_metric("BeatAlign", {"pose_backend": "hopenet"})
+
+
+def test_identity_names_the_weights(snapshot, monkeypatch):
+    from bench.weights import file_sha256
+    monkeypatch.setenv("TALKBENCH_WEIGHTS_HOPENET", str(snapshot[0]))
+    ident = build_metric("Diversity", {"pose_backend": "hopenet"}).identity()
+    assert ident["weights"] == {"hopenet": file_sha256(snapshot[0])}
+    assert "weights" not in build_metric("Diversity").identity()
+
+
 def test_wrong_layout_unavailable(tmp_path):
     path = tmp_path / "hopenet_robust_alpha1.pkl"
     torch.save(resnet50(weights=None).state_dict(), path)
