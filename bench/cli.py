@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_perf)
 
     weights.add_cli(sub)
+    from bench import calibrate
+    calibrate.add_cli(sub)
     return parser
 
 

@@ -115,6 +115,48 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         sha256_prefix="d54a87c2",
         sha256_suffix="c491",
     ),
+    WeightSpec(
+        name="hopenet",
+        filename="hopenet_robust_alpha1.pkl",
+        url="https://drive.google.com/uc?export=download&id=1m25PrSE7g9D2q2XJVMR6IA7RaCvWSzCR",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (natanielruiz/deep-head-pose); trained on 300W-LP (research use)",
+        used_by=("Diversity", "BeatAlign", "preprocessing pose_backend hopenet"),
+        note="Hopenet '300W-LP, alpha 1, robust to image quality' from the deep-head-pose README "
+             "(Google Drive id 1m25PrSE7g9D2q2XJVMR6IA7RaCvWSzCR), a plain state_dict of the "
+             "ResNet-50 Hopenet. No checksum or size is published; SHA-256 and size not verified offline, none is registered. Google "
+             "Drive may answer a large file with a confirmation page instead of the file: if the "
+             "download is not a loadable state dict (the loader says so), fetch it in a browser "
+             "and put it in the weights folder or point TALKBENCH_WEIGHTS_HOPENET at it.",
+    ),
+    WeightSpec(
+        name="fan_2d",
+        filename="2DFAN4-11f355bf06.pth.tar",
+        url="https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+        sha256=None,
+        size=None,
+        licence="BSD-3-Clause (face-alignment); trained on 300W-LP / 300-W (research data)",
+        used_by=("landmark_backend fan (LMD, LVD and the landmark metrics)",),
+        note="face-alignment 1.5's 2DFAN-4 (face_alignment.api.models_urls['2DFAN-4']), a plain "
+             "state_dict of face_alignment.models.FAN(4). Full SHA-256 and size not verified "
+             "offline; the file name carries hex digits (11f355bf06) in the torch.hub position, "
+             "checked as the start of its SHA-256 by that convention (not confirmed).",
+        sha256_prefix="11f355bf06",
+    ),
+    WeightSpec(
+        name="face_landmarker",
+        filename="face_landmarker.task",
+        url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/"
+            "float16/1/face_landmarker.task",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (MediaPipe; see the FaceLandmarker model card)",
+        used_by=("landmark_backend mediapipe (131-point landmark metrics)",),
+        note="MediaPipe Tasks FaceLandmarker bundle (face detector + 478-point mesh + blendshapes), "
+             "float16, version 1, the file the MediaPipe documentation links. Full SHA-256 and size "
+             "not verified offline.",
+    ),
 )}
 
 

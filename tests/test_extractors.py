@@ -132,8 +132,8 @@ def test_identity_and_registry():
     assert EXTRACTORS["dlib"] is DlibExtractor
     e = build_extractor("dlib", upsample=0)
     assert isinstance(e, DlibExtractor) and isinstance(e, LandmarkExtractor) and e.upsample == 0
-    with pytest.raises(KeyError, match="known: \\['dlib'\\]"):
-        build_extractor("fan")
+    with pytest.raises(KeyError, match="known: \\['dlib', 'fan'"):
+        build_extractor("openface")
     assert dlib_predictor_path().name == "shape_predictor_68_face_landmarks.dat"
 
 

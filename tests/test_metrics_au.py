@@ -225,7 +225,7 @@ def test_geometric_errors():
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"backend": "py-feat"}, "backend"), ({"au": "AU12"}, "'au'"), ({"labels": "gt"}, "labels"),
+    ({"backend": "pyfeat"}, "backend"), ({"au": "AU12"}, "'au'"), ({"labels": "gt"}, "labels"),
     ({"min_confidence": 2}, "min_confidence"), ({"backend": "openface-csv"}, "csv_dir"),
     ({"csv_dir": "/tmp"}, "openface-csv only"), ({"thresholds": {}}, "unknown parameter"),
 ])

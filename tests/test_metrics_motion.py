@@ -53,7 +53,7 @@ def test_registered_with_contract():
         m = build_metric(name)
         assert m.higher_is_better and m.level == "clip" and m.needs == ("landmarks",)
         assert build_metric(name, {"pose_backend": "given"}).needs == ("pose",)
-    assert sorted(POSE_BACKENDS) == ["given", "pnp"]
+    assert sorted(POSE_BACKENDS) == ["given", "hopenet", "pnp"]
 
 
 def test_euler_convention_matches_synthtalk():
@@ -196,7 +196,7 @@ def test_diversity_errors():
 
 @pytest.mark.parametrize("name", ["Diversity", "BeatAlign"])
 @pytest.mark.parametrize("params, match", [
-    ({"pose_backend": "hopenet"}, "pose_backend"),
+    ({"pose_backend": "guess"}, "pose_backend"),
     ({"pnp_points": "mouth"}, "pnp_points"),
     ({"pnp_focal": 0}, "pnp_focal"),
     ({"image_size": [256]}, "image_size"),
@@ -220,8 +220,9 @@ def test_bad_beat_align_params(params, match):
 def test_pose_backend_registry():
     assert build_pose_backend("given").needs == ("pose",)
     assert build_pose_backend("pnp", "all", [320, 240], 2.0).focal == 2.0
-    with pytest.raises(KeyError, match="hopenet"):
-        build_pose_backend("hopenet")
+    assert build_pose_backend("hopenet").needs == ("frames",)
+    with pytest.raises(KeyError, match="hopenet"):  # the message lists the known backends
+        build_pose_backend("guess")
 
 
 # ----------------------------------------------------------------------------- Beat Align pieces

@@ -26,44 +26,19 @@ relative). Run once outside the tests, the unreduced reference (``calculate_frec
 Tolerance 1e-4 relative.
 """
 
-import math
-import warnings
 
 import numpy as np
 import pytest
 import torch
-import torchvision
-from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from bench.calibrate import (package_fd, package_statistics, random_fid_inception,
+                             reduced_reference_fid, reference_activations)
 from metrics import build_metric
 from metrics.base import ClipPair
 from metrics.fid import frechet_distance_features
 
 REL = 1e-4
-
-
-def random_fid_inception(path, seed=0):
-    """A state_dict in pytorch-fid's format (its FID blocks have torchvision's parameters)."""
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
-                                          init_weights=False)
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, v in net.state_dict().items():
-        if not v.is_floating_point():
-            state[key] = v
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(v.shape, generator=g) * 1.5 + 0.5
-        elif key.endswith("running_mean"):
-            state[key] = torch.randn(v.shape, generator=g) * 0.1
-        elif v.ndim > 1:
-            state[key] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / v[0].numel())
-        elif ".bn." in key and key.endswith("weight"):
-            state[key] = torch.rand(v.shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(v.shape, generator=g) * 0.05
-    torch.save(state, path)
-    return state
 
 
 @pytest.fixture(scope="module")
@@ -103,45 +78,6 @@ def frame_sets():
     ref = [_u8(0.7 * smooth(2, 2) + 0.3 * rng.integers(0, 256, (2, 48, 64, 3)) + 20)
            for _ in range(2)]
     return pred, ref
-
-
-def reference_activations(reference, clips, folder):
-    """pytorch-fid's get_activations on the frames written as PNG files."""
-    from pytorch_fid.fid_score import get_activations
-
-    folder.mkdir()
-    files = []
-    for c, clip in enumerate(clips):
-        for t, frame in enumerate(clip):
-            files.append(folder / f"{c:02d}_{t:03d}.png")
-            Image.fromarray(frame).save(files[-1])
-    return get_activations([str(f) for f in files], reference, batch_size=4, dims=2048,
-                           device="cpu", num_workers=0)
-
-
-def package_fd(mu1, s1, mu2, s2):
-    """pytorch_fid.fid_score.calculate_frechet_distance, quietly (it passes scipy's deprecated
-    `disp` and scipy warns on singular products; both are expected here)."""
-    from pytorch_fid.fid_score import calculate_frechet_distance
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return calculate_frechet_distance(mu1, s1, mu2, s2)
-
-
-def package_statistics(act):
-    """What pytorch_fid.fid_score.calculate_activation_statistics returns for these activations."""
-    return np.mean(act, axis=0), np.cov(act, rowvar=False)
-
-
-def reduced_reference_fid(act1, act2):
-    """calculate_frechet_distance on the statistics in an orthonormal basis of their span."""
-    mu1, s1 = package_statistics(act1)
-    mu2, s2 = package_statistics(act2)
-    span = np.vstack([act1 - mu1, act2 - mu2, (mu1 - mu2)[None]])
-    _, sv, vt = np.linalg.svd(span, full_matrices=False)
-    q = vt[sv > sv.max() * 1e-12].T  # D x k, orthonormal columns
-    return package_fd(q.T @ mu1, q.T @ s1 @ q, q.T @ mu2, q.T @ s2 @ q)
 
 
 @pytest.fixture(scope="module")

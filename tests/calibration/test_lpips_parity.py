@@ -16,37 +16,19 @@ the difference is the input: ``im2tensor`` scales in float64 then casts, talkben
 float32, and frames are batched differently. Tolerance 1e-5 relative.
 """
 
-import math
 
 import cv2
 import numpy as np
 import pytest
 import torch
-import torchvision
 from scipy.ndimage import gaussian_filter, shift
 from skimage import data
 
+from bench.calibrate import random_alexnet
 from metrics import build_metric
 from metrics.base import ClipPair
 
 REL = 1e-5
-
-
-def random_alexnet(path, seed=0):
-    """A state_dict with every key, shape and dtype of torchvision's ``alexnet()``: the features
-    He-initialised, the classifier (unused by LPIPS) zero."""
-    with torch.device("meta"):
-        shapes = torchvision.models.alexnet().state_dict()
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, v in shapes.items():
-        if key.startswith("features."):
-            std = math.sqrt(2.0 / v[0].numel()) if v.ndim > 1 else 0.05
-            state[key] = torch.randn(v.shape, generator=g) * std
-        else:
-            state[key] = torch.zeros(v.shape, dtype=v.dtype)
-    torch.save(state, path)
-    return state
 
 
 @pytest.fixture(scope="module")

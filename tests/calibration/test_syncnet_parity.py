@@ -28,17 +28,16 @@ the search (offset 15): far from trained embeddings, the zero-padded rows are th
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import cv2
 import numpy as np
 import pytest
-import python_speech_features
 import scipy.signal
 import torch
 
 from bench.data.synthtalk import corpus
+from bench.calibrate import ref_calc_pdist, ref_crop_video, ref_evaluate, ref_scores
 from metrics import build_metric
 from metrics import syncnet as sn
 from metrics.base import ClipPair
@@ -48,84 +47,6 @@ REL_EVAL = 1e-5
 
 
 # ----------------------------------------------------------------------------- reference, by loops
-def ref_calc_pdist(feat1: np.ndarray, feat2: np.ndarray, vshift: int) -> list[list[float]]:
-    """dists[i][k]: distance of video window i to the zero-padded audio at row i + k."""
-    win_size = 2 * vshift + 1
-    dim = feat2.shape[1]
-    padded = [np.zeros(dim)] * vshift + [np.asarray(r, np.float64) for r in feat2] \
-        + [np.zeros(dim)] * vshift
-    dists = []
-    for i in range(len(feat1)):
-        row = []
-        for k in range(win_size):
-            diff = np.asarray(feat1[i], np.float64) - padded[i + k] + 1e-6
-            row.append(math.sqrt(sum(float(d) * float(d) for d in diff)))
-        dists.append(row)
-    return dists
-
-
-def ref_scores(dists: list[list[float]], vshift: int) -> tuple[int, float, float]:
-    """(offset, conf, minval) from the distance lists."""
-    n, win_size = len(dists), 2 * vshift + 1
-    mdist = [sum(dists[i][k] for i in range(n)) / n for k in range(win_size)]
-    minval = min(mdist)
-    minidx = mdist.index(minval)
-    median = sorted(mdist)[win_size // 2]  # an odd count: the middle value
-    return vshift - minidx, median - minval, minval
-
-
-def ref_crop_video(frames_bgr: list[np.ndarray], landmarks: np.ndarray, crop_scale: float = 0.4
-                   ) -> list[np.ndarray]:
-    dets = {"x": [], "y": [], "s": []}
-    for pts in landmarks:
-        x0, y0 = float(pts[:, 0].min()), float(pts[:, 1].min())
-        x1, y1 = float(pts[:, 0].max()), float(pts[:, 1].max())
-        dets["s"].append(max(y1 - y0, x1 - x0) / 2)
-        dets["y"].append((y0 + y1) / 2)
-        dets["x"].append((x0 + x1) / 2)
-    for key in dets:
-        dets[key] = scipy.signal.medfilt(dets[key], kernel_size=13)
-    out = []
-    for fidx, image in enumerate(frames_bgr):
-        cs = crop_scale
-        bs = dets["s"][fidx]
-        bsi = int(bs * (1 + 2 * cs))
-        frame = np.pad(image, ((bsi, bsi), (bsi, bsi), (0, 0)), "constant",
-                       constant_values=(110, 110))
-        my = dets["y"][fidx] + bsi
-        mx = dets["x"][fidx] + bsi
-        face = frame[int(my - bs):int(my + bs * (1 + 2 * cs)),
-                     int(mx - bs * (1 + cs)):int(mx + bs * (1 + cs))]
-        out.append(cv2.resize(face, (224, 224)))
-    return out
-
-
-def ref_evaluate(model: sn.SyncNet, images: list[np.ndarray], audio_int16: np.ndarray,
-                 batch_size: int = 20, vshift: int = 15) -> tuple[int, float, float]:
-    model.eval()
-    im = np.stack(images, axis=3)
-    im = np.expand_dims(im, axis=0)
-    im = np.transpose(im, (0, 3, 4, 1, 2))
-    imtv = torch.from_numpy(im.astype(float)).float()
-    mfcc = list(zip(*python_speech_features.mfcc(audio_int16, 16000)))
-    mfcc = np.stack([np.array(row) for row in mfcc])
-    cc = np.expand_dims(np.expand_dims(mfcc, axis=0), axis=0)
-    cct = torch.from_numpy(cc.astype(float)).float()
-    min_length = min(len(images), math.floor(len(audio_int16) / 640))
-    lastframe = min_length - 5
-    im_feat, cc_feat = [], []
-    with torch.no_grad():
-        for i in range(0, lastframe, batch_size):
-            im_batch = [imtv[:, :, v:v + 5, :, :] for v in range(i, min(lastframe, i + batch_size))]
-            im_feat.append(model.forward_lip(torch.cat(im_batch, 0)))
-            cc_batch = [cct[:, :, :, v * 4:v * 4 + 20]
-                        for v in range(i, min(lastframe, i + batch_size))]
-            cc_feat.append(model.forward_aud(torch.cat(cc_batch, 0)))
-    vid = torch.cat(im_feat, 0).numpy()
-    aud = torch.cat(cc_feat, 0).numpy()
-    return ref_scores(ref_calc_pdist(vid, aud, vshift), vshift)
-
-
 # ----------------------------------------------------------------------------- distance parity
 @pytest.mark.parametrize("n, dim, planted, vshift", [
     (40, 1024, 4, 15), (40, 1024, -7, 15), (9, 1024, 2, 15), (25, 64, None, 15), (6, 16, 1, 3),
