@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np

@@ -22,7 +22,7 @@ from baselines.base import Method, MethodInput, Prediction
 from bench.cache import key_of
 from bench.checkpoint import CheckpointError, file_sha256
 from bench.clip import Clip
-from bench.datasets import clip_hash, load_splits, prepare_splits
+from bench.datasets import clip_hash, prepare_splits
 from bench.paths import repo_root, talkbench_home
 from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol

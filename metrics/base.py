@@ -97,3 +97,29 @@ class Metric:
     def aggregate(self, values: Sequence[float]) -> float:
         """Set value from per-clip values: the mean over clips (every reference averages per video)."""
         return float(np.mean(values)) if len(values) else float("nan")
+
+
+def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str) -> Any:
+    """Load the torch state-dict file `path` into `model` with strict keys, in eval mode.
+
+    A file torch cannot read (truncated download, an HTML page from a file host) or one with other
+    keys or shapes is `MetricUnavailable` naming the file, what layout was expected and the
+    command that replaces it. Keys saved from `nn.DataParallel` ("module." prefix) and files that
+    wrap the dict in {"state_dict": ...} are accepted, as the official checkpoints come both ways.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MetricUnavailable(f"{path} is not a readable {layout} state dict ({exc}); replace it "
+                                f"with `talkbench weights download {weights_name} --force`") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise MetricUnavailable(f"{path} does not have the layout of {layout} "
+                                f"({str(exc).splitlines()[0]})") from exc
+    return model.eval()

@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from metrics.base import MetricUnavailable
+from metrics.base import MetricUnavailable, load_state_dict_strict
 
 WEIGHTS_NAME = "fan_2d"
 NUM_MODULES = 4  # 2DFAN-4: four stacked hourglasses
@@ -59,23 +59,11 @@ def build_network(num_modules: int = NUM_MODULES):
 def load_network(path: Optional[Path] = None, device: str = "cpu"):
     """FAN-4 with the registered weights (strict keys), eval mode. Missing file: MetricUnavailable
     naming `talkbench weights download fan_2d`."""
-    import torch
-
     from bench.weights import resolve
 
     path = resolve(WEIGHTS_NAME, path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MetricUnavailable(f"{path} is not a readable FAN state dict ({exc}); replace it with "
-                                f"`talkbench weights download {WEIGHTS_NAME} --force`") from exc
-    net = build_network()
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise MetricUnavailable(f"{path} does not have the layout of face-alignment's 2DFAN-4 "
-                                f"({str(exc).splitlines()[0]})") from exc
-    return net.eval().to(device)
+    net = load_state_dict_strict(build_network(), path, WEIGHTS_NAME, "face-alignment's 2DFAN-4")
+    return net.to(device)
 
 
 def center_scale(box: np.ndarray) -> tuple[np.ndarray, float]:

@@ -38,11 +38,11 @@ command; nothing is downloaded here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from metrics.base import MetricError, MetricUnavailable
+from metrics.base import MetricError, load_state_dict_strict
 
 NUM_BINS = 66
 BIN_WIDTH_DEG = 3.0
@@ -147,26 +147,11 @@ def load_model(path: Optional[Path] = None, device: str = "cpu"):
 
     `path` None resolves the registry entry (MetricUnavailable with the download command when the
     file is missing)."""
-    import torch
-
     from bench.weights import resolve
 
     path = resolve(WEIGHTS_NAME, path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise MetricUnavailable(f"{path} is not a readable Hopenet state dict ({exc}); replace it "
-                                f"with `talkbench weights download {WEIGHTS_NAME} --force`") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    model = build_model()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise MetricUnavailable(f"{path} does not have the layout of hopenet_robust_alpha1.pkl "
-                                f"({str(exc).splitlines()[0]})") from exc
-    return model.eval().to(device)
+    model = load_state_dict_strict(build_model(), path, WEIGHTS_NAME, "hopenet_robust_alpha1.pkl")
+    return model.to(device)
 
 
 class HopenetEstimator:

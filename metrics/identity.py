@@ -64,7 +64,6 @@ the ``cpbd`` package to 1e-6 when that package is installed.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Optional
 
 import cv2

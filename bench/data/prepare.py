@@ -44,7 +44,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import count
