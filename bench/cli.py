@@ -34,7 +34,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     pred_dir = Path(args.predictions)
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
-    scorer = Scorer(protocol, load_splits(protocol, not args.quiet)["test"], args.device)
+    from bench.experts import prepare as prepare_experts
+
+    splits = load_splits(protocol, not args.quiet)
+    protocol = prepare_experts(protocol, splits, device=args.device, progress=not args.quiet)
+    scorer = Scorer(protocol, splits["test"], args.device)
     provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
                   **environment(args.device)}
     result = score_directory(protocol, scorer, pred_dir, args.name, provenance, progress=not args.quiet)
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_protocols)
 
     weights.add_cli(sub)
+    from bench import experts, sanity
+
+    experts.add_cli(sub)
+    sanity.add_cli(sub)
     return parser
 
 
