@@ -68,7 +68,7 @@ class ExpertError(Exception):
 class SyncExpertConfig:
     width: float = 0.125  # channel multiplier of the SyncNet layer list (1 = official size)
     embedding_dim: int = 128
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32  # video windows per step
     negatives: int = 3  # negative audio windows per video window
     other_clip_every: int = 3  # one negative in this many comes from another clip
@@ -161,7 +161,17 @@ def train(clips: list[Clip], cfg: SyncExpertConfig = SyncExpertConfig(), seed: i
     clips = list(clips)[:cfg.max_clips] if cfg.max_clips else list(clips)
     if not clips:
         raise ExpertError("no training clips")
-    torch.set_num_threads(THREADS) if device == "cpu" else None
+    threads = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(THREADS)
+    try:
+        return _train(clips, cfg, seed, device, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(clips: list[Clip], cfg: SyncExpertConfig, seed: int, device: str,
+           progress: bool) -> tuple[sn.SyncNet, dict]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()

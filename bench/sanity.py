@@ -88,6 +88,7 @@ class Row:
     verdict: str  # pass | FAIL | unavailable
     reason: str = ""
     expected_value: Optional[float] = None
+    weights: Optional[dict] = None  # weight file name -> sha256, for metrics that load a network
 
 
 @dataclass
@@ -305,7 +306,7 @@ def run_checks(protocol: Protocol, clips: list[Clip], settings: Settings = Setti
                 continue
             v, reason = verdict(expected[s.name], b["value"], a["value"], amount)
             rows.append(Row(check, s.label, b["value"], a["value"], _expect_text(check, s, settings),
-                            v, reason, amount))
+                            v, reason, amount, b.get("weights")))
     return rows
 
 
