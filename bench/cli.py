@@ -25,6 +25,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from bench.datasets import prepare_splits
+    from bench.experts import prepare as prepare_experts
     from bench.protocol import load_protocol
     from bench.provenance import environment
     from bench.report import write_report
@@ -36,6 +37,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
     splits, data = prepare_splits(protocol, not args.quiet, args.root, args.workers)
+    protocol = prepare_experts(protocol, splits, device=args.device, progress=not args.quiet)
     scorer = Scorer(protocol, splits["test"], args.device)
     provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
                   **environment(args.device)}
@@ -166,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_perf)
 
-    weights.add_cli(sub)
-    from bench import calibrate
-    calibrate.add_cli(sub)
+    from bench import calibrate, experts, sanity
+
+    for module in (weights, calibrate, experts, sanity):
+        module.add_cli(sub)
     return parser
 
 

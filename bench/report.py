@@ -336,6 +336,9 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
         lines += ["", "## Figures", ""]
         for path, caption in figure_files:
             lines += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
+    from bench.sanity import report_lines as sanity_lines  # results/<protocol>/sanity.json, if any
+
+    lines += sanity_lines(out)
     lines += ["", "## Provenance", ""] + provenance_lines(rows)
     path = out / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n")

@@ -23,6 +23,7 @@ from bench.cache import key_of
 from bench.checkpoint import CheckpointError, file_sha256
 from bench.clip import Clip
 from bench.datasets import clip_hash, prepare_splits
+from bench.experts import prepare as prepare_experts
 from bench.paths import repo_root, talkbench_home
 from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
@@ -69,6 +70,7 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     splits, data = prepare_splits(protocol, progress, data_root, workers)
     if not splits["test"]:
         raise ValueError(f"protocol {protocol.id}: the test split is empty")
+    protocol = prepare_experts(protocol, splits, device=device, progress=progress)  # trains if missing
     scorer = Scorer(protocol, splits["test"], device)
     out = results_dir(protocol, out_root)
     out.mkdir(parents=True, exist_ok=True)

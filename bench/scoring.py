@@ -231,6 +231,7 @@ class Scorer:
             "unavailable": outcome.unavailable,
             "not_applicable": outcome.not_applicable,
             "notes": list(outcome.notes),
+            "weights": metric.identity().get("weights") if metric else None,  # name -> sha256
             "per_clip": dict(sorted(outcome.per_clip.items())),
         }
 

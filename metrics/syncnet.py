@@ -98,8 +98,10 @@ bounded module-level LRU cache keyed by the weights' sha256, the evaluation para
 the prediction frames, the audio and the crop boxes. The network itself is shared the same way.
 
 Parameters: ``crop`` ("syncnet" | "full"), ``crop_scale`` (0.4), ``vshift`` (15), ``weights``
-(registry name, default ``syncnet_v2``; a protocol can name another registered file, e.g. a
-SyncNet expert trained on synthtalk), ``weights_path`` (an explicit file or folder, optional),
+(registry name, default ``syncnet_v2``; or ``syncnet_expert``: the network trained on the
+protocol's own train split by bench/experts.py, loaded from the expert checkpoint passed as
+``weights_path`` -- same layer list at a reduced width saved in its config -- and scored by the
+unchanged evaluation), ``weights_path`` (an explicit file or folder, optional),
 ``batch_size`` (None: 20 on CPU, 128 on CUDA; not part of the metric's identity).
 
 Failures: fps other than 25 (the reference assumes 25 fps), a sample rate other than 16 kHz, too few
@@ -110,6 +112,7 @@ naming ``talkbench weights download syncnet_v2`` (raised when the metric is buil
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 import warnings
@@ -158,8 +161,16 @@ class SyncNet(nn.Module):
     """joonson's SyncNet ``S``: `forward_aud` (N x 1 x 13 x 20) and `forward_lip`
     (N x 3 x 5 x 224 x 224) -> N x 1024 embeddings. Layer list: see the module docstring."""
 
-    def __init__(self, embedding_dim: int = EMBEDDING_DIM) -> None:
+    def __init__(self, embedding_dim: int = EMBEDDING_DIM, width: float = 1.0) -> None:
         super().__init__()
+        # `width` scales every channel count (talkbench's SyncNet experts train a narrow copy of
+        # the same layer list on CPU, bench/experts.py); width 1 is the official network.
+        if not (isinstance(width, (int, float)) and 0 < width <= 1):
+            raise ValueError(f"SyncNet width must be in (0, 1], got {width!r}")
+        self.width, self.embedding_dim = float(width), int(embedding_dim)
+
+        def ch(n: int) -> int:
+            return max(1, int(round(n * width)))
 
         def conv2d(cin: int, cout: int, kernel, pad) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, kernel, stride=1, padding=pad), nn.BatchNorm2d(cout),
@@ -170,32 +181,32 @@ class SyncNet(nn.Module):
                     nn.ReLU(inplace=True)]
 
         def fc(dim: int) -> nn.Sequential:
-            return nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(),
-                                 nn.Linear(512, dim))
+            return nn.Sequential(nn.Linear(ch(512), ch(512)), nn.BatchNorm1d(ch(512)), nn.ReLU(),
+                                 nn.Linear(ch(512), dim))
 
         self.netcnnaud = nn.Sequential(
-            *conv2d(1, 64, (3, 3), (1, 1)),                      # 0-2
+            *conv2d(1, ch(64), (3, 3), (1, 1)),                      # 0-2
             nn.MaxPool2d((1, 1), stride=(1, 1)),                 # 3
-            *conv2d(64, 192, (3, 3), (1, 1)),                    # 4-6
+            *conv2d(ch(64), ch(192), (3, 3), (1, 1)),                    # 4-6
             nn.MaxPool2d((3, 3), stride=(1, 2)),                 # 7
-            *conv2d(192, 384, (3, 3), (1, 1)),                   # 8-10
-            *conv2d(384, 256, (3, 3), (1, 1)),                   # 11-13
-            *conv2d(256, 256, (3, 3), (1, 1)),                   # 14-16
+            *conv2d(ch(192), ch(384), (3, 3), (1, 1)),                   # 8-10
+            *conv2d(ch(384), ch(256), (3, 3), (1, 1)),                   # 11-13
+            *conv2d(ch(256), ch(256), (3, 3), (1, 1)),                   # 14-16
             nn.MaxPool2d((3, 3), stride=(2, 2)),                 # 17
-            *conv2d(256, 512, (5, 4), (0, 0)),                   # 18-20
+            *conv2d(ch(256), ch(512), (5, 4), (0, 0)),                   # 18-20
         )
         self.netfcaud = fc(embedding_dim)
         self.netfclip = fc(embedding_dim)
         self.netcnnlip = nn.Sequential(
-            *conv3d(3, 96, (5, 7, 7), (1, 2, 2), 0),             # 0-2
+            *conv3d(3, ch(96), (5, 7, 7), (1, 2, 2), 0),             # 0-2
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),           # 3
-            *conv3d(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)),   # 4-6
+            *conv3d(ch(96), ch(256), (1, 5, 5), (1, 2, 2), (0, 1, 1)),   # 4-6
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),  # 7
-            *conv3d(256, 256, (1, 3, 3), 1, (0, 1, 1)),          # 8-10
-            *conv3d(256, 256, (1, 3, 3), 1, (0, 1, 1)),          # 11-13
-            *conv3d(256, 256, (1, 3, 3), 1, (0, 1, 1)),          # 14-16
+            *conv3d(ch(256), ch(256), (1, 3, 3), 1, (0, 1, 1)),          # 8-10
+            *conv3d(ch(256), ch(256), (1, 3, 3), 1, (0, 1, 1)),          # 11-13
+            *conv3d(ch(256), ch(256), (1, 3, 3), 1, (0, 1, 1)),          # 14-16
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),           # 17
-            *conv3d(256, 512, (1, 6, 6), 1, 0),                  # 18-20
+            *conv3d(ch(256), ch(512), (1, 6, 6), 1, 0),                  # 18-20
         )
 
     def forward_aud(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,26 +232,76 @@ def _shorten(exc: Exception, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
+# A talkbench SyncNet expert checkpoint (bench/experts.py): a torch-saved dict
+# {"format": EXPERT_FORMAT, "config": {...}, "state_dict": {...}}; the architecture keys of the
+# config (`EXPERT_ARCH_KEYS`) rebuild the narrow network. Official files are bare state dicts.
+EXPERT_FORMAT = "talkbench-syncnet-expert-v1"
+EXPERT_ARCH_KEYS = ("width", "embedding_dim")
+
+
+def save_expert(path: Path | str, model: SyncNet, config: dict[str, Any]) -> None:
+    """Write an expert checkpoint atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arch = {"width": model.width, "embedding_dim": model.embedding_dim}
+    for key, value in arch.items():
+        if key in config and config[key] != value:
+            raise ValueError(f"expert config says {key}={config[key]!r} but the network has {value!r}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    # Saved to memory first: torch.save names the zip's root folder after the file, so writing to
+    # the file directly would make the bytes (and sha256) depend on the file name.
+    buffer = io.BytesIO()
+    torch.save({"format": EXPERT_FORMAT, "config": {**config, **arch}, "state_dict": state}, buffer)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
+
+
+def read_expert_config(path: Path | str) -> dict[str, Any]:
+    """The config saved with an expert checkpoint (MetricUnavailable if `path` is not one)."""
+    blob = _torch_load(Path(path))
+    if not (isinstance(blob, dict) and blob.get("format") == EXPERT_FORMAT):
+        raise MetricUnavailable(f"{path} is not a talkbench SyncNet expert checkpoint")
+    return dict(blob["config"])
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        raise MetricUnavailable(f"{path} cannot be read as a SyncNet state dict ({_shorten(exc)}); "
+                                f"check it with `talkbench weights verify`") from exc
+
+
 def load_syncnet(path: Path | str) -> SyncNet:
     """A `SyncNet` in eval mode with the state dict in `path` loaded strictly.
 
     The file is a torch-saved dict of tensors under the original module names (``syncnet_v2.model``
-    and files saved with ``torch.save(model.state_dict())``). MetricUnavailable if it cannot be read
-    or does not match the architecture.
+    and files saved with ``torch.save(model.state_dict())``), built at width 1 -- or a talkbench
+    expert checkpoint (`save_expert`), whose saved config gives the width and embedding size.
+    MetricUnavailable if it cannot be read or does not match the architecture.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        raise MetricUnavailable(f"{path} cannot be read as a SyncNet state dict ({_shorten(exc)}); "
-                                f"check it with `talkbench weights verify`") from exc
+    state = _torch_load(path)
+    arch: dict[str, Any] = {}
+    if isinstance(state, dict) and state.get("format") == EXPERT_FORMAT:
+        config = state.get("config")
+        if not isinstance(config, dict) or any(k not in config for k in EXPERT_ARCH_KEYS):
+            raise MetricUnavailable(f"{path}: expert checkpoint without {list(EXPERT_ARCH_KEYS)} "
+                                    f"in its config")
+        arch = {k: config[k] for k in EXPERT_ARCH_KEYS}
+        state = state.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MetricUnavailable(f"{path} is not a dict of tensors (a SyncNet state dict expected)")
-    model = SyncNet()
+    try:
+        model = SyncNet(**arch)
+    except (TypeError, ValueError) as exc:
+        raise MetricUnavailable(f"{path}: bad expert architecture {arch} ({exc})") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise MetricUnavailable(f"{path} does not match the SyncNet architecture "
+        where = f" at {arch}" if arch else ""
+        raise MetricUnavailable(f"{path} does not match the SyncNet architecture{where} "
                                 f"({_shorten(exc, 500)})") from exc
     model.eval()
     for p in model.parameters():
@@ -483,6 +544,24 @@ def _digest(*arrays: Optional[np.ndarray]) -> str:
 
 
 # ----------------------------------------------------------------------------------- metrics
+# `weights: syncnet_expert` names the SyncNet expert trained on the protocol's own train split
+# (bench/experts.py). It is not a download: `talkbench run/score/sanity` train it when missing and
+# pass its checkpoint as `weights_path`; without one the metric is unavailable with the command.
+EXPERT_WEIGHTS = "syncnet_expert"
+
+
+def _expert_file(path: Optional[Any]) -> Path:
+    command = "`talkbench experts train syncnet --protocol <protocol>`"
+    if path is None:
+        raise MetricUnavailable(f"the protocol's SyncNet expert is not trained here; train it with "
+                                f"{command} (`talkbench run` does it when missing)")
+    path = Path(path)
+    if not path.is_file():
+        raise MetricUnavailable(f"SyncNet expert checkpoint {path} missing; train it with {command}")
+    read_expert_config(path)  # refuse an official or foreign file early, with a clear message
+    return path
+
+
 class _SyncNetMetric(Metric):
     needs = ("frames",)
     level = "clip"
@@ -491,10 +570,13 @@ class _SyncNetMetric(Metric):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        try:
-            self.weights_file = weights.resolve(self.params["weights"], self.params["weights_path"])
-        except KeyError as exc:  # not a registered name: a protocol error
-            raise ValueError(f"metric {self.name}: parameter 'weights': {exc.args[0]}") from None
+        if self.params["weights"] == EXPERT_WEIGHTS:
+            self.weights_file = _expert_file(self.params["weights_path"])
+        else:
+            try:
+                self.weights_file = weights.resolve(self.params["weights"], self.params["weights_path"])
+            except KeyError as exc:  # not a registered name: a protocol error
+                raise ValueError(f"metric {self.name}: parameter 'weights': {exc.args[0]}") from None
         self.weights_sha256 = weights.fingerprint(self.weights_file)
         self._model = _shared_model(str(Path(self.weights_file).resolve()), self.weights_sha256)
         self.calls = 0  # network evaluations run by this instance (tests, logs)
