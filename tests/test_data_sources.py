@@ -178,10 +178,18 @@ def test_tcdtimit_groups_and_separate_wav(trees):
     assert {i.speaker for i in only} == {"Lipspkr1"}
 
 
+def test_hdtf_speaker_is_the_person_not_the_video():
+    from bench.data.hdtf import speaker_of
+
+    assert speaker_of("WRA", "CoryGardner0") == speaker_of("WRA", "CoryGardner") == "WRA_CoryGardner"
+    assert speaker_of("WDA", "WhipJimClyburn") == speaker_of("WDA", "JamesClyburn1") == "WDA_JamesClyburn"
+    assert speaker_of("RD", "Radio34") == "RD_Radio34"  # programme numbers are not people
+
+
 def test_hdtf_voxceleb2_person_specific_names(trees):
     hdtf = {i.id: i for i in source("hdtf")(trees["hdtf"].root, {})}
     assert hdtf["RD_Radio34_001"].speaker == "RD_Radio34"  # found in the clips/ sub-folder
-    assert hdtf["WRA_KellyAyotte_000"].meta == {"source": "WRA"}
+    assert hdtf["WRA_KellyAyotte_000"].meta == {"source": "WRA", "video": "KellyAyotte"}
     assert [i.speaker for i in source("hdtf")(trees["hdtf"].root, {"sources": ["WRA"]})] == ["WRA_KellyAyotte"] * 2
     vox_root = trees["voxceleb2"].root
     vox = source("voxceleb2")(vox_root, {})
