@@ -334,6 +334,23 @@ def _u8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+def fid_frame_sets() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Generated and reference clips (2 clips x 2 frames each side, 48 x 64) that differ in
+    distribution: smooth colour fields against textured, brighter ones."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+
+    def smooth(t, sigma):
+        x = gaussian_filter(rng.normal(size=(t, 48, 64, 3)), (0, sigma, sigma, 0))
+        return (x - x.min()) / (x.max() - x.min()) * 255
+
+    pred = [_u8(smooth(2, 5)) for _ in range(2)]
+    ref = [_u8(0.7 * smooth(2, 2) + 0.3 * rng.integers(0, 256, (2, 48, 64, 3)) + 20)
+           for _ in range(2)]
+    return pred, ref
+
+
 def photo_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two 128 x 128 crops of scikit-image's astronaut and chelsea photos, and noisy copies."""
     from skimage import data
@@ -416,8 +433,6 @@ def check_lpips(folder: Path, random_init: bool) -> list[CheckResult]:
 
 
 def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
-    from scipy.ndimage import gaussian_filter
-
     from metrics import build_metric
     from metrics.base import ClipPair
 
@@ -428,15 +443,7 @@ def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
     with _env(TORCH_HOME=str(home), TALKBENCH_WEIGHTS_PT_INCEPTION=str(path)):
         reference = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
         ours = build_metric("FID")
-    rng = np.random.default_rng(0)
-
-    def smooth(t, sigma):
-        x = gaussian_filter(rng.normal(size=(t, 48, 64, 3)), (0, sigma, sigma, 0))
-        return (x - x.min()) / (x.max() - x.min()) * 255
-
-    pred = [_u8(smooth(2, 5)) for _ in range(2)]
-    ref = [_u8(0.7 * smooth(2, 2) + 0.3 * rng.integers(0, 256, (2, 48, 64, 3)) + 20)
-           for _ in range(2)]
+    pred, ref = fid_frame_sets()
     act_pred = reference_activations(reference, pred, folder / "fid_pred")
     act_ref = reference_activations(reference, ref, folder / "fid_ref")
     expected = reduced_reference_fid(act_pred, act_ref)

@@ -281,11 +281,8 @@ class FaceLVD(_LVD):
     region = "face"
 
 
-@register
-class LMD(LandmarkMetric):
-    """RAD-NeRF / ER-NeRF LMD: per-frame mean-centred sets, mean per-point L2, mean over frames."""
-    name = "LMD"
-    defaults = {"region": "mouth", "normalize": "none"}
+class RegionParam:
+    """Mixin for metrics whose point set is the parameter ``region`` (one of `REGIONS`)."""
 
     def validate_params(self) -> None:
         super().validate_params()
@@ -293,37 +290,30 @@ class LMD(LandmarkMetric):
 
     def _region(self) -> str:
         return self.params["region"]
+
+
+@register
+class LMD(RegionParam, LandmarkMetric):
+    """RAD-NeRF / ER-NeRF LMD: per-frame mean-centred sets, mean per-point L2, mean over frames."""
+    name = "LMD"
+    defaults = {"region": "mouth", "normalize": "none"}
 
     def compute(self, pred, ref, mask, scale):
         return landmark_distance(pred, ref, center=True, mask=mask, scale=scale)
 
 
 @register
-class LD(_LD):
+class LD(RegionParam, _LD):
     """Landmark distance over a chosen region (parameter ``region``: mouth, face or lower_face),
     no centring. SPEAR's LD is ``{region: lower_face, normalize: face_width}``: per-point distance
     divided by the reference face width, averaged over points and frames (SPEAR Eq. 9)."""
     name = "LD"
     defaults = {"region": "face", "normalize": "none"}
 
-    def validate_params(self) -> None:
-        super().validate_params()
-        self.check_choice("region", REGIONS)
-
-    def _region(self) -> str:
-        return self.params["region"]
-
 
 @register
-class LVD(_LVD):
+class LVD(RegionParam, _LVD):
     """Landmark velocity difference over a chosen region (``region``: mouth, face or lower_face),
     the Euclidean norm of the velocity difference per point as in KFusion's LVD."""
     name = "LVD"
     defaults = {"region": "face", "normalize": "none"}
-
-    def validate_params(self) -> None:
-        super().validate_params()
-        self.check_choice("region", REGIONS)
-
-    def _region(self) -> str:
-        return self.params["region"]

@@ -30,9 +30,8 @@ Tolerance 1e-4 relative.
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
 
-from bench.calibrate import (package_fd, package_statistics, random_fid_inception,
+from bench.calibrate import (fid_frame_sets as frame_sets, package_fd, package_statistics, random_fid_inception,
                              reduced_reference_fid, reference_activations)
 from metrics import build_metric
 from metrics.base import ClipPair
@@ -59,25 +58,6 @@ def models(tmp_path_factory):
     conv = reference.blocks[0][0].conv.weight
     assert torch.equal(conv, state["Conv2d_1a_3x3.conv.weight"])  # the file, not a fresh init
     return ours, reference
-
-
-def _u8(x):
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
-
-
-def frame_sets():
-    """Generated and reference clips (2 clips x 2 frames each side, 48 x 64) that differ in
-    distribution: smooth colour fields against textured, brighter ones."""
-    rng = np.random.default_rng(0)
-
-    def smooth(t, sigma):
-        x = gaussian_filter(rng.normal(size=(t, 48, 64, 3)), (0, sigma, sigma, 0))
-        return (x - x.min()) / (x.max() - x.min()) * 255
-
-    pred = [_u8(smooth(2, 5)) for _ in range(2)]
-    ref = [_u8(0.7 * smooth(2, 2) + 0.3 * rng.integers(0, 256, (2, 48, 64, 3)) + 20)
-           for _ in range(2)]
-    return pred, ref
 
 
 @pytest.fixture(scope="module")
