@@ -122,3 +122,14 @@ def test_fake_tree_check_prepare_run(dataset, tmp_path):
     assert "Data preparation" in text
     for item_id in broken:
         assert item_id in text
+
+
+def test_missing_landmark_model_is_one_clear_error_before_any_item(tmp_path):
+    """The paper protocol as shipped names FAN; without its weights (or package) prepare stops at
+    once with the fix, instead of failing every item with the same traceback."""
+    tree = build_fake_tree("mead", tmp_path / "root", speakers=["M003", "M037"], clips_per_speaker=1)
+    protocol = load_protocol("kfusion_t1_mead")
+    with pytest.raises(ValueError, match="landmark_backend 'fan' is unavailable") as err:
+        prepare_protocol(protocol, tree.root, progress=False)
+    assert "talkbench weights download fan_2d" in str(err.value) or "pip install" in str(err.value)
+    assert main(["data", "prepare", "kfusion_t1_mead", "--root", str(tree.root), "--quiet"]) == 2

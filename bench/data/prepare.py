@@ -204,6 +204,26 @@ def _extractor(settings: Settings):
     return _EXTRACTORS[name]
 
 
+def preflight(settings: Settings) -> None:
+    """Load the landmark and pose models once before any item runs, so a missing package or
+    weights file is one clear error naming the fix, not the same failure on every item."""
+    from metrics.base import MetricUnavailable
+
+    try:
+        # A blank frame has no face: the detector runs and the landmark model is loaded.
+        _extractor(settings).detect(np.zeros((1, 64, 64, 3), np.uint8))
+    except MetricUnavailable as exc:
+        raise ValueError(f"preprocessing.landmark_backend {settings.landmark_backend!r} is "
+                         f"unavailable: {exc}") from None
+    if settings.pose_backend == "hopenet":
+        from metrics.hopenet import load_model
+
+        try:
+            load_model()
+        except MetricUnavailable as exc:
+            raise ValueError(f"preprocessing.pose_backend 'hopenet' is unavailable: {exc}") from None
+
+
 def prepare_item(item: RawItem, settings: Settings, root: Path) -> dict:
     """Prepare one item (or find it in the cache); return its manifest entry. Never raises."""
     entry: dict[str, Any] = {"status": "failed", "reason": None, "detail": None, "key": None,
@@ -494,6 +514,7 @@ def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int =
     data_root = dataset_root(protocol.dataset, root)
     items = source(protocol.dataset)(data_root, dict(protocol.dataset_options))
     settings = Settings.from_preprocessing(protocol.preprocessing)
+    preflight(settings)
     entries = prepare_items(items, settings, workers, progress)
     need = window_frames(protocol)
     for entry in entries.values():
