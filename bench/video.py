@@ -28,12 +28,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.nda
     """Write uint8 T x H x W x 3 RGB frames (and mono float audio in [-1, 1]) as H.264 + AAC."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}")
-    height, width = frames.shape[1:3]
-    if height % 2 or width % 2:  # yuv420p needs even sizes
-        frames = frames[:, : height - height % 2, : width - width % 2]
+    frames = _even_frames(frames)
     tmp = path.with_name(path.name + ".tmp.mp4")
     with av.open(str(tmp), mode="w") as container:
         vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
@@ -44,23 +39,27 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.nda
         if audio is not None:
             astream = container.add_stream("aac", rate=sample_rate)
             astream.layout = "mono"
-        for image in frames:
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in vstream.encode():
-            container.mux(packet)
+        _encode_frames(container, vstream, frames)
         if astream is not None:
-            samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)[None, :]
-            aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            aframe.sample_rate = sample_rate
-            aframe.pts = 0  # lets the encoder give its priming packets negative pts -> mp4 edit list
-            aframe.time_base = Fraction(1, sample_rate)
-            for packet in astream.encode(aframe):
-                container.mux(packet)
-            for packet in astream.encode():
-                container.mux(packet)
+            _encode_audio(container, astream, audio, sample_rate)
     tmp.replace(path)
     return path
+
+
+def _even_frames(frames: np.ndarray) -> np.ndarray:
+    """Check uint8 T x H x W x 3 frames and crop them to even sizes (yuv420p needs them)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}")
+    return frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+
+
+def _encode_frames(container, stream, frames: np.ndarray) -> None:
+    for image in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def read_video(path: Path, sample_rate: Optional[int] = 16000) -> VideoData:
@@ -129,7 +128,7 @@ def _encode_audio(container, stream, audio: np.ndarray, rate: int) -> None:
     samples = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)[None, :]
     frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
     frame.sample_rate = rate
-    frame.pts = 0
+    frame.pts = 0  # lets the encoder give its priming packets negative pts -> mp4 edit list
     frame.time_base = Fraction(1, rate)
     for packet in stream.encode(frame):  # PyAV converts the sample format and re-frames for us
         container.mux(packet)
@@ -151,10 +150,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.n
     if suffix == ".mp4":
         return write_mp4(path, frames, fps, audio, sample_rate)
     fmt, vcodec, acodec, arate, pix_fmt = CONTAINERS[suffix]
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 T x H x W x 3, got {frames.dtype} {frames.shape}")
-    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]
+    frames = _even_frames(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp" + suffix)
     with av.open(str(tmp), mode="w", format=fmt) as container:
@@ -167,11 +163,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.n
             rate = arate or sample_rate
             astream = container.add_stream(acodec, rate=rate)
             astream.layout = "mono"
-        for image in frames:
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in vstream.encode():
-            container.mux(packet)
+        _encode_frames(container, vstream, frames)
         if astream is not None:
             _encode_audio(container, astream, _resample(audio, sample_rate, rate), rate)
     tmp.replace(path)

@@ -186,17 +186,9 @@ class FanExtractor(LandmarkExtractor):
         self._net: Any = None
 
     def identity(self) -> dict:
-        ident: dict[str, Any] = {"name": self.name, "upsample": self.boxes.upsample,
-                                 "flip_input": self.flip_input, "detector": "dlib-hog"}
-        try:
-            from importlib.metadata import version
-
-            from bench.weights import fingerprint, resolve
-            ident["face_alignment"] = version("face-alignment")
-            ident["weights_sha256"] = fingerprint(resolve("fan_2d"))
-        except Exception:  # identity must not fail; detect() reports what is missing
-            pass
-        return ident
+        return _with_model_versions({"name": self.name, "upsample": self.boxes.upsample,
+                                     "flip_input": self.flip_input, "detector": "dlib-hog"},
+                                    "face_alignment", "face-alignment", "fan_2d")
 
     def detect(self, frames: np.ndarray) -> ExtractorResult:
         from metrics import fan
@@ -220,6 +212,20 @@ class FanExtractor(LandmarkExtractor):
         return result
 
 
+def _with_model_versions(ident: dict[str, Any], key: str, package: str, weights_name: str) -> dict:
+    """`ident` plus the package version (under `key`) and the weights' fingerprint, where present:
+    cached detections change when either does. Never raises; detect() reports what is missing."""
+    try:
+        from importlib.metadata import version
+
+        from bench.weights import fingerprint, resolve
+        ident[key] = version(package)
+        ident["weights_sha256"] = fingerprint(resolve(weights_name))
+    except Exception:
+        pass
+    return ident
+
+
 class MediaPipeExtractor(LandmarkExtractor):
     """MediaPipe FaceLandmarker (Tasks API), 478-point mesh reduced to IP_LAP's 131 points
     (`metrics.mediapipe_mesh`). Returns ``layout == "mediapipe131"``: 131 points, not iBUG-68.
@@ -233,16 +239,8 @@ class MediaPipeExtractor(LandmarkExtractor):
         self._landmarker: Any = None
 
     def identity(self) -> dict:
-        ident: dict[str, Any] = {"name": self.name, "layout": self.layout}
-        try:
-            from importlib.metadata import version
-
-            from bench.weights import fingerprint, resolve
-            ident["mediapipe"] = version("mediapipe")
-            ident["weights_sha256"] = fingerprint(resolve("face_landmarker"))
-        except Exception:  # identity must not fail; detect() reports what is missing
-            pass
-        return ident
+        return _with_model_versions({"name": self.name, "layout": self.layout},
+                                    "mediapipe", "mediapipe", "face_landmarker")
 
     def detect(self, frames: np.ndarray) -> ExtractorResult:
         from metrics import mediapipe_mesh as mm
