@@ -11,16 +11,15 @@ He-scaled so activations stay O(1) through the depth of the networks.
 Parity with the lpips and pytorch-fid packages' own pipelines: tests/calibration/.
 """
 
-import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 from scipy.ndimage import gaussian_filter
 
 from bench import weights
+from bench.calibrate import random_alexnet, random_fid_inception
 from metrics import METRICS, build_metric
 from metrics.base import ClipPair, MetricError, MetricUnavailable
 from metrics.fid import (
@@ -35,42 +34,9 @@ from metrics.perceptual import LPIPS, alexnet_to_lpips_keys, load_checkpoint
 
 
 # -- random checkpoints in the official formats ----------------------------------------------------
-def randomise(state: dict, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, v in state.items():
-        if not v.is_floating_point():
-            out[key] = v.clone()
-        elif key.endswith("running_var"):
-            out[key] = torch.rand(v.shape, generator=g) * 1.5 + 0.5
-        elif key.endswith("running_mean"):
-            out[key] = torch.randn(v.shape, generator=g) * 0.1
-        elif v.ndim > 1:
-            out[key] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / v[0].numel())
-        elif ".bn." in key and key.endswith("weight"):
-            out[key] = torch.rand(v.shape, generator=g) + 0.5
-        else:
-            out[key] = torch.randn(v.shape, generator=g) * 0.05
-    return out
-
-
-def alexnet_checkpoint(path, seed=0):
-    """torchvision's AlexNet state_dict: every key, shape and dtype of ``alexnet().state_dict()``;
-    the features He-initialised, the classifier (unused by LPIPS) zero."""
-    with torch.device("meta"):
-        shapes = torchvision.models.alexnet().state_dict()
-    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
-    state.update(randomise({k: v for k, v in state.items() if k.startswith("features.")}, seed))
-    torch.save(state, path)
-    return state
-
-
-def inception_checkpoint(path, seed=0):
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
-                                          init_weights=False)
-    state = randomise(net.state_dict(), seed)
-    torch.save(state, path)
-    return state
+# Random-initialised checkpoints in the official formats: the same writers `talkbench calibrate` uses.
+alexnet_checkpoint = random_alexnet
+inception_checkpoint = random_fid_inception
 
 
 @pytest.fixture(scope="module")

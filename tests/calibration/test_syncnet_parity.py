@@ -37,7 +37,7 @@ import scipy.signal
 import torch
 
 from bench.data.synthtalk import corpus
-from bench.calibrate import ref_calc_pdist, ref_crop_video, ref_evaluate, ref_scores
+from bench.calibrate import random_syncnet, ref_calc_pdist, ref_crop_video, ref_evaluate, ref_scores
 from metrics import build_metric
 from metrics import syncnet as sn
 from metrics.base import ClipPair
@@ -87,17 +87,8 @@ def synthtalk_clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
-    torch.manual_seed(11)
-    model = sn.SyncNet()
-    g = torch.Generator().manual_seed(11)
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            if name.endswith("running_var"):
-                buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
-            elif name.endswith("running_mean"):
-                buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
     path = tmp_path_factory.mktemp("w") / "syncnet_random.model"
-    torch.save(model.state_dict(), path)
+    random_syncnet(path, seed=11)
     return path
 
 
