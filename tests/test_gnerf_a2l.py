@@ -4,7 +4,6 @@ decoding, the head camera, checkpoints, determinism, 2D fallback, overfitting on
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from baselines.gnerf_a2l.model import (BiasedSelfAttention, DecoderLayer, GNerfA
                                        smooth_l1_loss)
 from bench.checkpoint import CheckpointError
 from bench.clip import JAW, MOUTH, Clip
+from method_checks import assert_same_seed_same_state, overfit_error
 
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 16, "heads": 2, "layers": 1, "ff": 32,
         "lm_channels": 16, "lm_heads": 2, "lm_ff": 32, "fe_hidden": 16, "fe_num_layers": 1, "fe_heads": 2,
@@ -285,24 +285,12 @@ def test_checkpoint_round_trip_and_config_refusal(clips, tmp_path):
 
 
 def test_same_seed_same_state_bitwise(clips):
-    states = []
-    for _ in range(2):
-        m = _method()
-        m.fit(clips[:3], [], seed=5)
-        states.append(m.state())
-    assert states[0].keys() == states[1].keys()
-    for key in states[0]:
-        assert np.array_equal(states[0][key], states[1][key]), key
+    assert_same_seed_same_state(_method, clips[:3], seed=5)
 
 
 def test_overfits_one_clip(clips):
     """One clip, teacher-forced training, autoregressive prediction: sub-pixel error on its 37 points."""
     clip = clips[0]
-    m = build_method("gnerf_a2l", "tiny", {"epochs": 120, "lr": 3e-3, "lr_min": 1e-4, "batch_size": 1,
-                                           "window_frames": clip.num_frames, "dropout": 0.0})
-    m.fit([clip], [], seed=0)
-    pred = m.predict(MethodInput.from_clip(clip, m.inputs))
-    err = np.linalg.norm(pred.landmarks - clip.landmarks[:, list(POINTS)], axis=-1).mean()
-    static = np.linalg.norm(clip.landmarks[0, list(POINTS)] - clip.landmarks[:, list(POINTS)], axis=-1).mean()
-    print(f"overfit one clip: {err:.3f} px mean on {len(POINTS)} points (static {static:.3f} px)")
+    err, static = overfit_error("gnerf_a2l", {"epochs": 120, "lr": 3e-3, "lr_min": 1e-4, "batch_size": 1,
+                                           "window_frames": clip.num_frames, "dropout": 0.0}, clip, POINTS)
     assert err < 0.5, (err, static)

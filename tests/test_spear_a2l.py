@@ -14,6 +14,7 @@ from baselines.spear_a2l.model import (AudioFeatureEncoder, LandmarkSetEncoder, 
                                        spear_loss)
 from bench.checkpoint import CheckpointError
 from bench.clip import JAW, MOUTH, Clip
+from method_checks import assert_same_seed_same_state, overfit_error
 
 VARIANTS = ("spear_a2l", "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech")
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 32, "heads": 2, "layers": 1, "ff": 64,
@@ -200,24 +201,12 @@ def test_checkpoint_round_trip_and_config_refusal(clips, tmp_path):
 
 
 def test_same_seed_same_state_bitwise(clips):
-    states = []
-    for _ in range(2):
-        m = _method()
-        m.fit(clips[:2], [], seed=3)
-        states.append(m.state())
-    assert states[0].keys() == states[1].keys()
-    for key in states[0]:
-        assert np.array_equal(states[0][key], states[1][key]), key
+    assert_same_seed_same_state(_method, clips[:2], seed=3)
 
 
 def test_overfits_one_clip(clips):
     """One clip, whole-clip windows, no dropout: the fit must reach sub-pixel error on its 37 points."""
     clip = clips[0]
-    m = build_method("spear_a2l", "tiny", {"epochs": 150, "lr": 3e-3, "lr_min": 1e-4, "batch_size": 1,
-                                           "window_frames": clip.num_frames, "dropout": 0.0})
-    m.fit([clip], [], seed=0)
-    pred = m.predict(MethodInput.from_clip(clip, m.inputs))
-    err = np.linalg.norm(pred.landmarks - clip.landmarks[:, list(POINTS)], axis=-1).mean()
-    static = np.linalg.norm(clip.landmarks[0, list(POINTS)] - clip.landmarks[:, list(POINTS)], axis=-1).mean()
-    print(f"overfit one clip: {err:.3f} px mean on {len(POINTS)} points (static {static:.3f} px)")
+    err, static = overfit_error("spear_a2l", {"epochs": 150, "lr": 3e-3, "lr_min": 1e-4, "batch_size": 1,
+                                           "window_frames": clip.num_frames, "dropout": 0.0}, clip, POINTS)
     assert err < 0.5, (err, static)

@@ -1,0 +1,36 @@
+"""Checks every trained method's tests share: same seed -> same weights; one clip can be overfit."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from baselines import build_method
+from baselines.base import Method, MethodInput
+from bench.clip import Clip
+
+
+def assert_same_seed_same_state(make: Callable[[], Method], clips: list[Clip], seed: int) -> None:
+    """Two fits from scratch with the same seed give bit-identical state."""
+    states = []
+    for _ in range(2):
+        method = make()
+        method.fit(clips, [], seed=seed)
+        states.append(method.state())
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert np.array_equal(states[0][key], states[1][key]), key
+
+
+def overfit_error(name: str, overrides: dict, clip: Clip, points: Sequence[int]) -> tuple[float, float]:
+    """Fit `name` (tiny preset + `overrides`) on `clip` alone; return its mean error on `points`
+    and, for scale, the error of repeating the first frame (px)."""
+    method = build_method(name, "tiny", overrides)
+    method.fit([clip], [], seed=0)
+    pred = method.predict(MethodInput.from_clip(clip, method.inputs))
+    idx = list(points)
+    err = np.linalg.norm(pred.landmarks - clip.landmarks[:, idx], axis=-1).mean()
+    static = np.linalg.norm(clip.landmarks[0, idx] - clip.landmarks[:, idx], axis=-1).mean()
+    print(f"overfit one clip: {err:.3f} px mean on {len(idx)} points (static {static:.3f} px)")
+    return float(err), float(static)
