@@ -35,6 +35,9 @@ class Clip:
     emotion: str = "neutral"
     intensity: int = 1
     text: Optional[str] = None
+    # T bool, False on frames whose reference landmarks were not found but gap-filled (prepared
+    # real data); metrics leave those frames out. None: every frame's landmarks are real.
+    landmarks_found: Optional[np.ndarray] = None
     landmarks3d: Optional[np.ndarray] = None
     pose: Optional[np.ndarray] = None
     aus: Optional[np.ndarray] = None

@@ -104,12 +104,16 @@ def split_by_time(clips: list[Clip], rule: dict) -> dict[str, list[Clip]]:
         bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
         for name, (start, stop) in bounds.items():
             if stop > start:
-                out[name].append(cut_clip(clip, start, stop, f"{clip.id}_{name}"))
+                out[name].append(cut_clip(clip, start, stop, f"{clip.id}_{name}", release_parent=True))
     return out
 
 
-def cut_clip(clip: Clip, start: int, stop: int, new_id: str) -> Clip:
-    """Frames [start, stop) of a clip (audio, every per-frame array, lazy frames) as a new clip."""
+def cut_clip(clip: Clip, start: int, stop: int, new_id: str, release_parent: bool = False) -> Clip:
+    """Frames [start, stop) of a clip (audio, every per-frame array, lazy frames) as a new clip.
+
+    `release_parent`: once the part's frames are copied, the parent drops its own (a
+    person-specific video is long); windows of a short clip keep the parent's frames loaded.
+    """
     per_frame = clip.sample_rate / clip.fps
     a0, a1 = int(round(start * per_frame)), int(round(stop * per_frame))
 
@@ -117,15 +121,17 @@ def cut_clip(clip: Clip, start: int, stop: int, new_id: str) -> Clip:
         return None if array is None else array[start:stop]
 
     def frames(clip=clip):
-        # Copy the part and let the parent drop the rest (a person-specific video is long).
+        if not release_parent:
+            return clip.frames[start:stop]
         part = clip.frames[start:stop].copy()
         clip.release_frames()
         return part
 
     return replace(
         clip, id=new_id, audio=clip.audio[a0:a1], landmarks=cut(clip.landmarks),
-        landmarks3d=cut(clip.landmarks3d), pose=cut(clip.pose), aus=cut(clip.aus),
-        motion=cut(clip.motion), meta={**clip.meta, "parent": clip.id, "start_frame": start},
+        landmarks_found=cut(clip.landmarks_found), landmarks3d=cut(clip.landmarks3d),
+        pose=cut(clip.pose), aus=cut(clip.aus), motion=cut(clip.motion),
+        meta={**clip.meta, "parent": clip.id, "start_frame": start},
         frames_loader=frames if clip.has_frames else None, _frames=None,
     )
 
@@ -136,31 +142,14 @@ def window_clip(clip: Clip, windowing: dict) -> list[Clip]:
         return [clip]
     size = int(round(windowing["seconds"] * clip.fps))
     hop = int(round(windowing["hop"] * clip.fps))
-    per_frame = clip.sample_rate / clip.fps
-    windows = []
-    for k, start in enumerate(range(0, clip.num_frames - size + 1, hop)):
-        stop = start + size
-        a0, a1 = int(round(start * per_frame)), int(round(stop * per_frame))
-
-        def cut(array, start=start, stop=stop):
-            return None if array is None else array[start:stop]
-
-        def frames(clip=clip, start=start, stop=stop):
-            return clip.frames[start:stop]
-
-        windows.append(replace(
-            clip, id=f"{clip.id}_w{k:03d}", audio=clip.audio[a0:a1], landmarks=cut(clip.landmarks),
-            landmarks3d=cut(clip.landmarks3d), pose=cut(clip.pose), aus=cut(clip.aus),
-            motion=cut(clip.motion), meta={**clip.meta, "parent": clip.id, "start_frame": start},
-            frames_loader=frames if clip.has_frames else None, _frames=None,
-        ))
-    return windows
+    return [cut_clip(clip, start, start + size, f"{clip.id}_w{k:03d}")
+            for k, start in enumerate(range(0, clip.num_frames - size + 1, hop))]
 
 
 def clip_hash(clip: Clip) -> str:
     """Content hash of a clip's reference data: cache keys depend on it, never on file names."""
     digest = hashlib.sha256(clip.id.encode())
-    for array in (clip.audio, clip.landmarks, clip.pose, clip.aus):
+    for array in (clip.audio, clip.landmarks, clip.pose, clip.aus, clip.landmarks_found):
         if array is not None:
             digest.update(np.ascontiguousarray(array).tobytes())
     # Rendered frames are a function of the landmarks and the appearance kept in `meta`.

@@ -96,6 +96,8 @@ class Scorer:
         source = self.landmark_source(pred)
         if source == "predicted" and pred.landmarks is not None:
             out["landmarks"] = pred.landmarks
+            # Gap-filled reference frames (no face found in the data) are not ground truth.
+            mask = clip.landmarks_found
         elif source == "detected" and pred.frames is not None and clip.has_frames:
             pred_lmk, pred_found = self.detect(pred.frames, "prediction:" + pred_key)
             ref_lmk, ref_found = self.reference_detection(clip)

@@ -69,3 +69,30 @@ def test_unreadable_video_gives_clear_error(tmp_path):
         read_video(bad)
     with pytest.raises(VideoError, match="no such file"):
         read_video(tmp_path / "missing.mp4")
+
+
+def test_gap_filled_reference_frames_are_left_out_of_landmark_metrics(tmp_path):
+    """Prepared real clips interpolate the landmarks of frames where no face was found; those
+    frames carry landmarks_found False, survive windowing, and no landmark metric scores them."""
+    from baselines.base import Prediction
+    from bench.cache import Cache
+    from bench.clip import Clip
+    from bench.datasets import window_clip
+    from bench.protocol import load_protocol
+    from bench.scoring import Scorer
+    from metrics import build_metric
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(50, 200, (10, 68, 2)).astype(np.float32)
+    found = np.ones(10, bool)
+    found[[3, 7]] = False
+    filled = truth.copy()
+    filled[[3, 7]] += 40.0  # interpolated values, far from what the face really did
+    clip = Clip("c", "s", np.zeros(6400, np.float32), filled, landmarks_found=found)
+    scorer = Scorer(load_protocol("synthtalk"), [clip], cache=Cache(tmp_path))
+    pair = scorer.pair(clip, Prediction("c", landmarks=truth), "key")
+    np.testing.assert_array_equal(pair.frame_mask, found)
+    assert build_metric("F-LD").clip_value(pair) == 0.0  # the two filled frames would add 8 px
+
+    windows = window_clip(clip, {"mode": "fixed", "seconds": 0.2, "hop": 0.2})
+    assert [w.landmarks_found.tolist() for w in windows] == [found[i:i + 5].tolist() for i in (0, 5)]

@@ -290,6 +290,9 @@ def _process(item: RawItem, settings: Settings, out: Path) -> dict:
     audio = read_audio(audio_path, settings.sample_rate, start, want, origin)
     if audio.size and float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < SILENCE_RMS:
         raise PrepareFailure("silent_audio", f"{audio_path}: silent audio (RMS below {SILENCE_RMS})")
+    # Face recipes decode the video twice (streaming): the crop windows are smoothed over time, so
+    # every frame's detection is needed before the first crop, and holding a long source video in
+    # memory instead is not an option at 1080p.
     frames = partial(iter_frames, video, settings.fps, item.start, item.end, info)
 
     windows = None
@@ -455,8 +458,8 @@ def load_clip(item: RawItem, entry: dict, root: Optional[Path] = None, fps: floa
 
     The Clip's landmarks (and pose) are gap-filled: frames where no face was found take the
     landmarks linearly interpolated from the nearest found frames (held at the ends), so methods
-    and metrics that need a value on every frame get one; those frames are listed in
-    `meta["missing_face_frames"]` (the cache keeps NaN there) and counted in the manifest.
+    get a value on every frame; those frames are False in `Clip.landmarks_found`, so metrics leave
+    them out (the cache keeps NaN there), and they are counted in the manifest.
     """
     root = Path(root) if root is not None else prepared_root()
     path = entry_dir(root, entry["key"])
@@ -465,11 +468,11 @@ def load_clip(item: RawItem, entry: dict, root: Optional[Path] = None, fps: floa
     found = arrays["found"].astype(bool)
     n = int(found.size)
     meta = {**item.meta, "dataset_item": item.id, "source_video": str(item.video),
-            "prepared_key": entry["key"], "missing_face_frames": np.flatnonzero(~found).tolist()}
+            "prepared_key": entry["key"]}
     pose = _fill_gaps(arrays["pose"], np.isfinite(arrays["pose"]).all(axis=1)) if "pose" in arrays else None
     return Clip(id=item.id, speaker=item.speaker, audio=arrays["audio"],
-                landmarks=_fill_gaps(arrays["landmarks"], found), fps=fps, sample_rate=sample_rate,
-                emotion=item.emotion, intensity=item.intensity, text=item.text, pose=pose, meta=meta,
+                landmarks=_fill_gaps(arrays["landmarks"], found), landmarks_found=found, fps=fps,
+                sample_rate=sample_rate, emotion=item.emotion, intensity=item.intensity, text=item.text, pose=pose, meta=meta,
                 frames_loader=partial(read_stored, path / "frames.mp4", n))
 
 
