@@ -123,3 +123,20 @@ def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str
         raise MetricUnavailable(f"{path} does not have the layout of {layout} "
                                 f"({str(exc).splitlines()[0]})") from exc
     return model.eval()
+
+
+def array_digest(*arrays: Optional[np.ndarray]) -> str:
+    """A content digest of arrays (dtype, shape and bytes): the key of per-clip result caches that
+    several metrics share (one SyncNet evaluation for LSE-D/LSE-C/offset, one Hopenet pass for
+    Diversity/BeatAlign)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=20)
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()

@@ -37,12 +37,14 @@ command; nothing is downloaded here.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from metrics.base import MetricError, load_state_dict_strict
+from metrics.base import MetricError, array_digest, load_state_dict_strict
 
 NUM_BINS = 66
 BIN_WIDTH_DEG = 3.0
@@ -162,10 +164,15 @@ class HopenetEstimator:
         self.device = device
         self.batch_size = batch_size
         self._model: Any = None
+        self._sha256 = ""
 
     def model(self):
         if self._model is None:
-            self._model = load_model(self.weights, self.device)
+            from bench.weights import fingerprint, resolve
+
+            path = resolve(WEIGHTS_NAME, self.weights)
+            self._sha256 = fingerprint(path)
+            self._model = _shared_model(str(path), self._sha256)
         return self._model.to(self.device)
 
     def raw_logits(self, inputs: np.ndarray) -> np.ndarray:
@@ -197,6 +204,13 @@ class HopenetEstimator:
             raise MetricError(f"frame mask has shape {np.shape(usable)}, expected ({t},)")
         ok = np.ones(t, dtype=bool) if usable is None else np.asarray(usable, dtype=bool).copy()
         ok &= np.isfinite(lmk).all(axis=(1, 2))
+        # Diversity and BeatAlign of one clip ask for the same angles: run the network once.
+        self.model()
+        key = (self._sha256, array_digest(frames, lmk, ok))
+        if key in _ANGLES:
+            _ANGLES.move_to_end(key)
+            angles, ok = _ANGLES[key]
+            return angles.copy(), ok.copy()
         inputs, rows = [], []
         for i in np.flatnonzero(ok):
             try:
@@ -210,7 +224,21 @@ class HopenetEstimator:
         if rows:
             logits = self.raw_logits(np.stack(inputs))
             angles[rows] = hopenet_to_talkbench(bins_to_degrees(logits))
+        _ANGLES[key] = (angles.copy(), ok.copy())
+        while len(_ANGLES) > ANGLE_CACHE_SIZE:
+            _ANGLES.popitem(last=False)
         return angles, ok
+
+
+@lru_cache(maxsize=2)
+def _shared_model(path: str, sha256: str):
+    """One loaded network per weights file (keyed by content too: a rewritten file reloads),
+    shared by every estimator and so by both metrics."""
+    return load_model(Path(path))
+
+
+ANGLE_CACHE_SIZE = 8
+_ANGLES: "OrderedDict[tuple, tuple[np.ndarray, np.ndarray]]" = OrderedDict()
 
 
 def frames_landmarks(pair, extractor_name: str = "dlib") -> tuple[np.ndarray, np.ndarray,

@@ -111,7 +111,6 @@ naming ``talkbench weights download syncnet_v2`` (raised when the metric is buil
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -131,7 +130,7 @@ from scipy.signal import medfilt
 
 from bench import weights
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
+from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable, array_digest
 
 log = logging.getLogger(__name__)
 
@@ -531,16 +530,6 @@ def clear_cache() -> None:
     _RESULTS.clear()
 
 
-def _digest(*arrays: Optional[np.ndarray]) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------- metrics
@@ -677,8 +666,8 @@ class _SyncNetMetric(Metric):
         frames, audio, boxes = self.prepared(pair)
         p = self.params
         key = (self.weights_sha256, p["crop"], float(p["crop_scale"]) if boxes is not None else None,
-               int(p["vshift"]), _digest(frames), _digest(audio),
-               None if boxes is None else _digest(boxes.cx, boxes.cy, boxes.s))
+               int(p["vshift"]), array_digest(frames), array_digest(audio),
+               None if boxes is None else array_digest(boxes.cx, boxes.cy, boxes.s))
         if key in _RESULTS:
             _RESULTS.move_to_end(key)
             return _RESULTS[key]

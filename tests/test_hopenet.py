@@ -142,6 +142,23 @@ def test_diversity_through_the_real_loading_path(snapshot, monkeypatch):
     assert value == pytest.approx(float(angles.std(axis=0).mean()), abs=1e-6)
 
 
+def test_diversity_and_beat_align_share_one_network_pass(snapshot, monkeypatch):
+    path, _ = snapshot
+    monkeypatch.setenv("TALKBENCH_WEIGHTS_HOPENET", str(path))
+    frames = np.repeat(data.astronaut()[None], 2, axis=0)
+    pts = np.tile(np.array([[200.0, 120.0], [300.0, 260.0]]), (2, 34, 1)).reshape(2, 68, 2)
+    calls = []
+    original = HopenetEstimator.raw_logits
+    monkeypatch.setattr(HopenetEstimator, "raw_logits",
+                        lambda self, x: calls.append(len(x)) or original(self, x))
+    first = HopenetEstimator(weights=path).angles(frames, pts)
+    second = HopenetEstimator(weights=path).angles(frames, pts)
+    assert calls == [2]  # the second estimator (the other metric) reuses the first pass
+    np.testing.assert_array_equal(first[0], second[0])
+    HopenetEstimator(weights=path).angles(frames, pts + 1.0)
+    assert calls == [2, 2]  # other inputs: a new pass
+
+
 def test_detected_landmarks_and_mask_are_reused(snapshot, monkeypatch):
     path, _ = snapshot
     frames = np.repeat(data.astronaut()[None], 2, axis=0)
