@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from baselines.base import Method, MethodConfig, MethodInput, Prediction
+from baselines.base import Method, MethodConfig
+from core.types import MethodInput, Prediction
 
 METHODS: dict[str, type[Method]] = {}
 

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from core.constants import SAMPLE_RATE
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SAMPLE_RATE = 16000
 HF_KINDS = ("wav2vec2", "hubert", "wav2vec2_conformer", "unispeech")
 KINDS = ("mfcc",) + HF_KINDS
 
@@ -200,7 +201,7 @@ def resolve_pretrained(name: str | os.PathLike, kind: str = "wav2vec2") -> str:
         raise FrontendUnavailable(
             f"{kind}: pretrained audio encoder folder {text} does not exist; pass a folder written by "
             f"save_pretrained (config.json + weights) or a hub name such as facebook/wav2vec2-base-960h")
-    from bench.paths import talkbench_home
+    from core.paths import talkbench_home
 
     local = talkbench_home() / "weights" / "hf" / text
     return str(local) if local.exists() else text

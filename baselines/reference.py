@@ -15,9 +15,11 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from baselines import register
-from baselines.base import Method, MethodConfig, MethodInput, Prediction
-from bench.audio import frame_rms
-from bench.clip import JAW, MOUTH, Clip
+from baselines.base import Method, MethodConfig
+from core.types import MethodInput, Prediction
+from core.audio import frame_rms
+from core.constants import JAW, MOUTH
+from core.types import Clip
 
 MOVING_POINTS = tuple(sorted(set(JAW) | set(MOUTH)))  # what speech moves
 

@@ -38,8 +38,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from baselines.base import Method, MethodConfig, MethodInput, Prediction
-from bench.clip import Clip
+from baselines.base import Method, MethodConfig
+from core.types import MethodInput, Prediction
+from core.constants import EMOTIONS  # index = emotion embedding row
+from core.types import Clip
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ TRAIN_STATE = "last_train_state.pt"
 TRAIN_LOG = "train_log.json"
 LOSS_CURVE = "loss_curve.png"
 
-# MEAD's 8 emotions, in synthtalk's order (bench.data.synthtalk.face.EMOTIONS); index = embedding row.
-EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 
 
 def emotion_index(emotion: Optional[str]) -> int:

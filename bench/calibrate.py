@@ -101,8 +101,8 @@ def _env(**values: Optional[str]) -> Iterator[None]:
 def weights_file(name: str, make_random: Callable[[Path], object], folder: Path,
                  random_init: bool) -> tuple[Path, str]:
     """(file, label): the user's registered file and its sha256, or a random-init file."""
-    from bench import weights
-    from metrics.base import MetricUnavailable
+    from core import weights
+    from core.errors import MetricUnavailable
 
     if not random_init:
         try:
@@ -374,7 +374,7 @@ def check_image(folder: Path, random_init: bool) -> list[CheckResult]:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from metrics import build_metric
-    from metrics.base import ClipPair
+    from core.types import ClipPair
 
     pred, ref = photo_pairs()
     pair = ClipPair("calibrate", {"frames": pred}, {"frames": ref})
@@ -434,7 +434,7 @@ def check_lpips(folder: Path, random_init: bool) -> list[CheckResult]:
 
 def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
     from metrics import build_metric
-    from metrics.base import ClipPair
+    from core.types import ClipPair
 
     path, label = weights_file("pt_inception", random_fid_inception, folder, random_init)
     home = torch_home_with(folder, path, "pt_inception-2015-12-05-6726825d.pth")
@@ -463,7 +463,7 @@ def check_syncnet(folder: Path, random_init: bool) -> list[CheckResult]:
 
     from metrics import build_metric
     from metrics import syncnet as sn
-    from metrics.base import ClipPair
+    from core.types import ClipPair
 
     path, label = weights_file("syncnet_v2", random_syncnet, folder, random_init)
     rng = np.random.default_rng(3)

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from bench import weights
+from core import weights
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from bench.checkpoint import CheckpointError
+    from core.errors import CheckpointError
     from bench.protocol import ProtocolError
 
     try:

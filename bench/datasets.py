@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from bench.clip import Clip
+from core.types import Clip
 from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split
 
 

@@ -51,11 +51,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench.cache import key_of
-from bench.clip import Clip
+from core.hashing import key_of
+from core.constants import SAMPLE_RATE
+from core.types import Clip
 from bench.datasets import clip_hash
-from bench.paths import talkbench_home
+from core.paths import talkbench_home
 from bench.protocol import MetricSpec, Protocol
+from faces import crops
 from metrics import syncnet as sn
 
 log = logging.getLogger(__name__)
@@ -103,13 +105,13 @@ class _ClipData:
     n: int  # windows (the evaluation's count)
 
 
-def clip_inputs(clip: Clip, crop_scale: float = sn.CROP_SCALE) -> _ClipData:
+def clip_inputs(clip: Clip, crop_scale: float = crops.CROP_SCALE) -> _ClipData:
     """The evaluation's inputs for one clip with frames: syncnet crops (BGR) and MFCC."""
-    if abs(clip.fps - sn.FPS) > 1e-6 or clip.sample_rate != sn.SAMPLE_RATE:
+    if abs(clip.fps - sn.FPS) > 1e-6 or clip.sample_rate != SAMPLE_RATE:
         raise ExpertError(f"clip {clip.id}: SyncNet needs 25 fps and 16 kHz, got {clip.fps} fps, "
                           f"{clip.sample_rate} Hz")
     frames = clip.frames
-    boxes = sn.smooth_boxes(sn.landmark_boxes(clip.landmarks))
+    boxes = crops.smooth_boxes(crops.landmark_boxes(clip.landmarks))
     video = sn.syncnet_crops(frames[..., ::-1], boxes, crop_scale)
     clip.release_frames()
     audio16 = sn.audio_to_int16(clip.audio)
@@ -303,7 +305,7 @@ def _cmd_experts(args: argparse.Namespace) -> int:
                               progress=not args.quiet, force=args.force)
     except ExpertError as exc:
         raise ValueError(str(exc)) from None
-    from bench.weights import file_sha256
+    from core.hashing import file_sha256
 
     print(f"SyncNet expert for {protocol.id}: {path}\nsha256 {file_sha256(path)}")
     return 0

@@ -11,10 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.audio import frame_rms  # noqa: E402
-from bench.clip import Clip  # noqa: E402
+from core.audio import frame_rms  # noqa: E402
+from core.types import Clip  # noqa: E402
 from bench.datasets import load_splits  # noqa: E402
-from bench.paths import talkbench_home  # noqa: E402
+from core.paths import talkbench_home  # noqa: E402
 from bench.predictions import PredictionError, load_prediction  # noqa: E402
 from bench.protocol import Protocol  # noqa: E402
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from baselines.base import Prediction
-from bench.clip import Clip
-from bench.video import VideoError, read_video, write_mp4
+from core.types import Prediction
+from core.types import Clip
+from bench.data.video import VideoError, read_video, write_mp4
 
 
 class PredictionError(ValueError):

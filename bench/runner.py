@@ -7,7 +7,6 @@ where it stopped. Result JSONs go to `results/<protocol>/`, from which the repor
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -18,13 +17,16 @@ import numpy as np
 from tqdm import tqdm
 
 from baselines import build_method, method_class
-from baselines.base import Method, MethodInput, Prediction
-from bench.cache import key_of
-from bench.checkpoint import CheckpointError, file_sha256
-from bench.clip import Clip
+from baselines.base import Method
+from core.types import MethodInput, Prediction
+from core.hashing import key_of
+from core.errors import CheckpointError
+from core.hashing import file_sha256
+from core.types import Clip
 from bench.datasets import clip_hash, prepare_splits
 from bench.experts import prepare as prepare_experts
-from bench.paths import repo_root, talkbench_home
+from core.io import write_json
+from core.paths import repo_root, talkbench_home
 from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
 from bench.provenance import environment
@@ -231,7 +233,7 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
     detector can be told apart from ground truth below it. Frames where the detector found no face
     are left out of the values and counted in `missed_frames`.
     """
-    from metrics.base import ClipPair
+    from core.types import ClipPair
     from metrics.landmark import LandmarkMetric
 
     detections, failures, missed = {}, {}, 0
@@ -273,17 +275,4 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
 
 
 def write_result(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, sort_keys=True, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    write_json(path, result)

@@ -45,8 +45,8 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from baselines.base import Prediction
-from bench.clip import Clip
+from core.types import Prediction
+from core.types import Clip
 from bench.protocol import MetricSpec, Protocol
 
 CHECKS = ("audio_shift", "blur", "frozen_pose", "landmark_jitter", "mouth_still")

@@ -14,14 +14,17 @@ from typing import Optional
 
 import numpy as np
 
-from baselines.base import Prediction
-from bench.cache import Cache, key_of
-from bench.clip import Clip
+from core.types import Prediction
+from core.cache import Cache
+from core.hashing import key_of
+from core.types import Clip
 from bench.datasets import clip_hash
 from bench.protocol import MetricSpec, Protocol
 from bench.stats import bootstrap_ci
-from metrics import ClipPair, Metric, MetricError, MetricUnavailable, build_metric
-from metrics.extractors import LandmarkExtractor, build_extractor
+from core.types import ClipPair
+from metrics import Metric, build_metric
+from core.errors import MetricError, MetricUnavailable
+from faces.extractors import LandmarkExtractor, build_extractor
 
 log = logging.getLogger(__name__)
 

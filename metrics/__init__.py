@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError, MetricUnavailable
 
 METRICS: dict[str, type[Metric]] = {}
 

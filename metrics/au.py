@@ -31,7 +31,7 @@ Backends (``backend``)
 Each frame's points are first *frontalised*: a scaled-orthographic camera (2x3 matrix with
 orthogonal rows of equal norm, plus a 2D offset) is fitted by least squares to map the rigid points
 `ALIGN_POINTS` (jaw ends, nose bridge, eye corners) of the 3D template
-`metrics.motion.FACE_TEMPLATE_MM` onto the frame, and every point is brought back to template
+`faces.pose.FACE_TEMPLATE_MM` onto the frame, and every point is brought back to template
 millimetres assuming the template's depth for it. This removes translation, scale, roll and, to
 first order, yaw and pitch. Then, in millimetres (y down):
 
@@ -109,8 +109,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
-from metrics.motion import FACE_TEMPLATE_MM
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError, MetricUnavailable
+from faces.pose import FACE_TEMPLATE_MM
 
 log = logging.getLogger(__name__)
 
@@ -681,7 +683,7 @@ def fit_report(size: str | int = "small", seed: int = 0, dlib: bool = False) -> 
             not_fitted.append(name)
     sets = {"fit": (f_fit, y_fit), "held_out": _corpus_features(held_clips, exact)}
     if dlib:
-        from metrics.extractors import DlibExtractor
+        from faces.extractors import DlibExtractor
 
         extractor = DlibExtractor(upsample=1)
 

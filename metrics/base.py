@@ -11,40 +11,12 @@ the runner counts it as a failure. A metric that cannot run at all (weights miss
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
-
-class MetricError(Exception):
-    """This clip cannot be scored by this metric (the message says why)."""
-
-
-class MetricUnavailable(Exception):
-    """The metric cannot run at all here (e.g. missing weights); the message says how to fix it."""
-
-
-@dataclass
-class ClipPair:
-    """What a metric sees for one clip: the prediction, the reference, and shared context.
-
-    `pred` and `ref` map field names ("landmarks", "frames", "pose", ...) to arrays of the same
-    layout as `bench.clip.Clip`. `points` lists the iBUG-68 indices that `pred["landmarks"]`
-    covers, in order (all 68 unless a method predicts a subset); `ref["landmarks"]` always holds
-    all 68 points (index it with `points`; normalisers need all 68). `frame_mask` marks frames usable for landmark comparison (False where a detector found no face); None means
-    all frames are usable.
-    """
-
-    clip_id: str
-    pred: dict[str, np.ndarray]
-    ref: dict[str, np.ndarray]
-    points: tuple[int, ...] = tuple(range(68))
-    frame_mask: Optional[np.ndarray] = None
-    fps: float = 25.0
-    audio: Optional[np.ndarray] = None
-    sample_rate: int = 16000
-    meta: dict = field(default_factory=dict)
+from core.errors import MetricError, MetricUnavailable  # noqa: F401  (the metric contract's errors)
+from core.types import ClipPair
 
 
 class Metric:
@@ -97,46 +69,3 @@ class Metric:
     def aggregate(self, values: Sequence[float]) -> float:
         """Set value from per-clip values: the mean over clips (every reference averages per video)."""
         return float(np.mean(values)) if len(values) else float("nan")
-
-
-def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str) -> Any:
-    """Load the torch state-dict file `path` into `model` with strict keys, in eval mode.
-
-    A file torch cannot read (truncated download, an HTML page from a file host) or one with other
-    keys or shapes is `MetricUnavailable` naming the file, what layout was expected and the
-    command that replaces it. Keys saved from `nn.DataParallel` ("module." prefix) and files that
-    wrap the dict in {"state_dict": ...} are accepted, as the official checkpoints come both ways.
-    """
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise MetricUnavailable(f"{path} is not a readable {layout} state dict ({exc}); replace it "
-                                f"with `talkbench weights download {weights_name} --force`") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise MetricUnavailable(f"{path} does not have the layout of {layout} "
-                                f"({str(exc).splitlines()[0]})") from exc
-    return model.eval()
-
-
-def array_digest(*arrays: Optional[np.ndarray]) -> str:
-    """A content digest of arrays (dtype, shape and bytes): the key of per-clip result caches that
-    several metrics share (one SyncNet evaluation for LSE-D/LSE-C/offset, one Hopenet pass for
-    Diversity/BeatAlign)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=20)
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()

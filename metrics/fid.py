@@ -9,7 +9,7 @@ padding, and a max pool in the last block). ``pytorch_fid.inception.fid_inceptio
 ``InceptionV3(use_fid_inception=True)`` always fetch the weights from GitHub, so this module builds
 the same structure from torchvision's builder and the package's block classes (each block swapped for
 its FID version with the channel counts read off the block it replaces) and loads
-``pt_inception-2015-12-05-6726825d.pth`` from ``bench.weights.resolve("pt_inception")`` with a strict
+``pt_inception-2015-12-05-6726825d.pth`` from ``core.weights.resolve("pt_inception")`` with a strict
 ``load_state_dict``. Nothing is downloaded or monkeypatched. The forward pass is pytorch-fid's
 ``InceptionV3([3], resize_input=True, normalize_input=True)``: bilinear resize to 299x299
 (``align_corners=False``), 2x - 1, the convolutional stem and max pools, Mixed_5b ... Mixed_7c, global
@@ -60,10 +60,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import weights
+from core import weights
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
-from metrics.perceptual import _shorten, check_range, load_checkpoint
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError, MetricUnavailable, short_error
+from metrics.perceptual import check_range, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ def build_fid_inception(path: Path) -> FIDInceptionFeatures:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise MetricUnavailable(f"{path} is not pytorch-fid's FID Inception state_dict "
-                                f"({_shorten(exc)})") from exc
+                                f"({short_error(exc)})") from exc
     model = FIDInceptionFeatures(net).eval()
     for p in model.parameters():
         p.requires_grad_(False)

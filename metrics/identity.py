@@ -71,8 +71,10 @@ import numpy as np
 from scipy.ndimage import convolve
 
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
-from metrics.extractors import _INSTALL_HINT, face_model_path
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError, MetricUnavailable
+from faces.extractors import INSTALL_HINT, face_model_path
 from metrics.fid import stride_subsample
 
 log = logging.getLogger(__name__)
@@ -233,7 +235,7 @@ class DlibFaceEmbedder:
         try:
             import dlib
         except ImportError as exc:
-            raise MetricUnavailable(f"dlib is not importable ({exc}); {_INSTALL_HINT}") from exc
+            raise MetricUnavailable(f"dlib is not importable ({exc}); {INSTALL_HINT}") from exc
         self.upsample = upsample
         self.num_jitters = num_jitters
         self.files = {"shape_predictor": SHAPE_PREDICTORS[predictor], "face_rec": FACE_REC_MODEL}

@@ -65,7 +65,9 @@ from torchmetrics.functional.image import (
 )
 
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError
 
 COLORS = ("rgb", "gray")
 SSIM_KERNEL = 11

@@ -42,9 +42,11 @@ from typing import ClassVar, Optional, Sequence
 
 import numpy as np
 
-from bench.clip import FACE, JAW, LEFT_EYE_OUTER, MOUTH, RIGHT_EYE_OUTER
+from core.constants import FACE, JAW, LEFT_EYE_OUTER, MOUTH, RIGHT_EYE_OUTER
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError
 
 # "lower_face": jaw 0-16 + mouth 48-67, the iBUG-68 counterpart of the lower-face point set SPEAR
 # scores its LD on (see baselines/spear_a2l for why these 37 points).

@@ -7,7 +7,7 @@ the sum over the five layers. The lin heads ship in the lpips wheel (``weights/v
 are loaded by the package. The AlexNet backbone is not in the wheel -- lpips would have torchvision
 download it -- so the package is built with ``pnet_rand=True`` (nothing is fetched) and the backbone
 weights are then loaded from torchvision's own file, ``alexnet-owt-7be5be79.pth``, found through
-``bench.weights.resolve("alexnet")``. Without that file the metric is unavailable (raised at
+``core.weights.resolve("alexnet")``. Without that file the metric is unavailable (raised at
 construction, with the command that fetches it).
 
 The file is torchvision's state_dict: ``features.N.weight`` / ``features.N.bias`` for the convolutions
@@ -32,18 +32,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from bench import weights
+from core import weights
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable
+from core.types import ClipPair
+from metrics.base import Metric
+from core.errors import MetricError, MetricUnavailable, short_error
 from metrics.image import prepare_frames
 
 NETS = ("alex",)
 MIN_SIZE = 31
-
-
-def _shorten(exc: Exception, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def load_checkpoint(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -51,7 +48,7 @@ def load_checkpoint(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: the metric cannot run
-        raise MetricUnavailable(f"{path} cannot be read as {what} ({_shorten(exc)}); "
+        raise MetricUnavailable(f"{path} cannot be read as {what} ({short_error(exc)}); "
                                 f"check it with `talkbench weights verify`") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MetricUnavailable(f"{path} is not a state_dict of tensors ({what} expected)")
@@ -94,7 +91,7 @@ def build_lpips_alex(path: Path) -> torch.nn.Module:
         model.net.load_state_dict(mapped, strict=True)
     except (KeyError, RuntimeError) as exc:
         raise MetricUnavailable(f"{path} is not torchvision's AlexNet state_dict "
-                                f"({_shorten(exc)})") from exc
+                                f"({short_error(exc)})") from exc
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

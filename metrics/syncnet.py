@@ -128,26 +128,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.signal import medfilt
 
-from bench import weights
+from core import weights
+from core.constants import SAMPLE_RATE
+from core.errors import MetricError, MetricUnavailable, short_error
+from core.hashing import array_digest
+from core.types import ClipPair
+from faces.crops import CROP_SCALE, Boxes, crop_face, landmark_boxes, smooth_boxes
 from metrics import register
-from metrics.base import ClipPair, Metric, MetricError, MetricUnavailable, array_digest
+from metrics.base import Metric
 
 log = logging.getLogger(__name__)
 
 FPS = 25
-SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 MFCC_PER_FRAME = 4  # 100 Hz MFCC / 25 fps
 FRAMES_PER_WINDOW = 5
 MFCC_PER_WINDOW = MFCC_PER_FRAME * FRAMES_PER_WINDOW  # 20
 NUM_CEPSTRA = 13
 CROP_SIZE = 224
-PAD_VALUE = 110
-MEDIAN_KERNEL = 13
 FRAME_CONF_KERNEL = 9
 DIST_EPS = 1e-6
 VSHIFT = 15
-CROP_SCALE = 0.4
 CROPS = ("syncnet", "full")
 EMBEDDING_DIM = 1024
 MIN_FRAMES_SYNCNET_CROP = 7
@@ -226,11 +227,6 @@ class Embedder(Protocol):
     def forward_lip(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-def _shorten(exc: Exception, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
 # A talkbench SyncNet expert checkpoint (bench/experts.py): a torch-saved dict
 # {"format": EXPERT_FORMAT, "config": {...}, "state_dict": {...}}; the architecture keys of the
 # config (`EXPERT_ARCH_KEYS`) rebuild the narrow network. Official files are bare state dicts.
@@ -268,7 +264,7 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file
-        raise MetricUnavailable(f"{path} cannot be read as a SyncNet state dict ({_shorten(exc)}); "
+        raise MetricUnavailable(f"{path} cannot be read as a SyncNet state dict ({short_error(exc)}); "
                                 f"check it with `talkbench weights verify`") from exc
 
 
@@ -301,7 +297,7 @@ def load_syncnet(path: Path | str) -> SyncNet:
     except RuntimeError as exc:
         where = f" at {arch}" if arch else ""
         raise MetricUnavailable(f"{path} does not match the SyncNet architecture{where} "
-                                f"({_shorten(exc, 500)})") from exc
+                                f"({short_error(exc, 500)})") from exc
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -331,70 +327,6 @@ def mfcc_features(audio_int16: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np
 def num_windows(n_frames: int, n_samples: int) -> int:
     """Number of 5-frame windows the reference evaluates: min(T, floor(N / 640)) - 5 (may be <= 0)."""
     return min(int(n_frames), int(n_samples) // SAMPLES_PER_FRAME) - FRAMES_PER_WINDOW
-
-
-# ----------------------------------------------------------------------------------- crops
-@dataclass(frozen=True)
-class Boxes:
-    """Per-frame crop boxes (T each): centre x, centre y, half size s (median-filtered)."""
-
-    cx: np.ndarray
-    cy: np.ndarray
-    s: np.ndarray
-
-
-def landmark_boxes(landmarks: np.ndarray, valid: Optional[np.ndarray] = None) -> Boxes:
-    """Raw (unfiltered) per-frame boxes from T x K x 2 landmarks: bounding box, s = max(w, h) / 2.
-
-    Frames that are not `valid` or whose landmarks are not finite get boxes linearly interpolated
-    from the others (held constant beyond the first / last usable frame).
-    """
-    lmk = np.asarray(landmarks, dtype=np.float64)
-    if lmk.ndim != 3 or lmk.shape[-1] != 2 or lmk.shape[0] == 0:
-        raise MetricError(f"reference landmarks have shape {lmk.shape}, expected T x K x 2")
-    usable = np.isfinite(lmk).all(axis=(1, 2))
-    if valid is not None:
-        usable &= np.asarray(valid, dtype=bool)
-    if not usable.any():
-        raise MetricError("no frame has usable reference landmarks for the syncnet crop")
-    lo, hi = np.full((len(lmk), 2), np.nan), np.full((len(lmk), 2), np.nan)
-    lo[usable], hi[usable] = lmk[usable].min(axis=1), lmk[usable].max(axis=1)
-    cx, cy = (lo[:, 0] + hi[:, 0]) / 2, (lo[:, 1] + hi[:, 1]) / 2
-    s = np.maximum(hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]) / 2
-    if not usable.all():
-        t, good = np.arange(len(lmk)), np.flatnonzero(usable)
-        cx, cy, s = (np.interp(t, good, v[good]) for v in (cx, cy, s))
-    return Boxes(cx, cy, s)
-
-
-def smooth_boxes(boxes: Boxes, kernel: int = MEDIAN_KERNEL) -> Boxes:
-    """``scipy.signal.medfilt`` (zero-padded) of s, cx and cy over time, as run_pipeline does."""
-    with warnings.catch_warnings():  # clips shorter than the kernel: zero padding is the point
-        warnings.filterwarnings("ignore", message=".*kernel_size exceeds volume extent.*")
-        return Boxes(*(medfilt(np.asarray(v, dtype=np.float64), kernel_size=kernel)
-                       for v in (boxes.cx, boxes.cy, boxes.s)))
-
-
-def crop_window(cx: float, cy: float, s: float, crop_scale: float = CROP_SCALE
-                ) -> tuple[int, int, int, int, int]:
-    """(pad, top, bottom, left, right): the padding and the slice of the padded frame.
-
-    pad = int(s (1 + 2 cs)); rows [int(cy + pad - s), int(cy + pad + s (1 + 2 cs))), columns
-    [int(cx + pad - s (1 + cs)), int(cx + pad + s (1 + cs))).
-    """
-    pad = int(s * (1 + 2 * crop_scale))
-    my, mx = cy + pad, cx + pad
-    return (pad, int(my - s), int(my + s * (1 + 2 * crop_scale)),
-            int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale)))
-
-
-def crop_face(frame: np.ndarray, cx: float, cy: float, s: float,
-              crop_scale: float = CROP_SCALE) -> np.ndarray:
-    """The run_pipeline crop of one frame before resizing (H' x W' x C)."""
-    pad, top, bottom, left, right = crop_window(cx, cy, s, crop_scale)
-    padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="constant",
-                    constant_values=PAD_VALUE)
-    return padded[top:bottom, left:right]
 
 
 def syncnet_crops(frames: np.ndarray, boxes: Boxes, crop_scale: float = CROP_SCALE) -> np.ndarray:

@@ -7,8 +7,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from baselines import build_method
-from baselines.base import Method, MethodInput
-from bench.clip import Clip
+from baselines.base import Method
+from core.types import MethodInput
+from core.types import Clip
 
 
 def assert_same_seed_same_state(make: Callable[[], Method], clips: list[Clip], seed: int) -> None:

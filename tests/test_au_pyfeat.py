@@ -11,7 +11,7 @@ import pytest
 
 from metrics import build_metric
 from metrics.au import AU_NAMES, PYFEAT_THRESHOLD, occurrence_from_fex, au_scores
-from metrics.base import MetricError, MetricUnavailable
+from core.errors import MetricError, MetricUnavailable
 
 FEAT_AUS = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12", "AU14",
             "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43"]

@@ -41,7 +41,7 @@ def test_real_file_is_used_and_named(talkbench_home):
     path = folder / "alexnet-owt-7be5be79.pth"
     calibrate.random_alexnet(path, seed=5)
     try:
-        from bench.weights import file_sha256
+        from core.hashing import file_sha256
         (row,) = run_checks(["lpips"])
         assert row.weights == "sha256:" + file_sha256(path) and row.verdict == "PASS"
         (row,) = run_checks(["lpips"], random_init=True)

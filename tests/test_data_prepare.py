@@ -17,14 +17,14 @@ import av
 import numpy as np
 import pytest
 
-from bench.clip import Clip
-from bench.data import crops
+from core.types import Clip
+from faces import crops
 from bench.data.decode import iter_frames, read_audio
 from bench.data.prepare import (Settings, entry_dir, load_clip, prepare_items, prepare_protocol,
                                 read_entry)
 from bench.data.raw import RawItem, register_source
 from bench.datasets import split_by_time
-from bench.video import write_mp4
+from bench.data.video import write_mp4
 
 FRAMES = 30
 OFFSET_X = 64  # the 512 px face sits at x 64..576 of the 640 px canvas

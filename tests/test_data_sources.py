@@ -17,7 +17,7 @@ from bench.data import fake_trees
 from bench.data.check import check
 from bench.data.grid import alignment_text, decode_utterance
 from bench.data.raw import DatasetError, dataset_root, source
-from bench.video import VideoError, probe
+from bench.data.video import VideoError, probe
 
 DEFECTS = ("truncated", "no_face", "missing_audio")
 

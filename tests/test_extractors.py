@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from metrics.base import MetricUnavailable
-from metrics.extractors import (
-    EXTRACTORS,
-    DlibExtractor,
-    ExtractorResult,
-    LandmarkExtractor,
-    build_extractor,
-    dlib_predictor_path,
-)
+from core.errors import MetricUnavailable
+from faces.extractors import EXTRACTORS, DlibExtractor, ExtractorResult, LandmarkExtractor, build_extractor, dlib_predictor_path
 
 
 @pytest.fixture(scope="module")

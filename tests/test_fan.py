@@ -7,10 +7,10 @@ import pytest
 import torch
 from skimage import data
 
-from bench import weights
-from metrics.base import MetricUnavailable
-from metrics.extractors import EXTRACTORS, FanExtractor, build_extractor
-from metrics.fan import build_network, center_scale, load_network
+from core import weights
+from core.errors import MetricUnavailable
+from faces.extractors import EXTRACTORS, FanExtractor, build_extractor
+from faces.fan import build_network, center_scale, load_network
 
 face_alignment = pytest.importorskip("face_alignment")
 

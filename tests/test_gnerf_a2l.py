@@ -11,14 +11,15 @@ import torch
 
 from baselines import available_methods, build_method
 from baselines.audio_frontends import FrontendUnavailable, build_frontend
-from baselines.base import MethodInput
+from core.types import MethodInput
 from baselines.gnerf_a2l import POINTS, GNerfA2LConfig, GNerfA2LMethod
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera, rotation_matrices
 from baselines.gnerf_a2l.model import (BiasedSelfAttention, DecoderLayer, GNerfA2L, LandmarkEncoder,
                                        PeriodicPositionalEncoding, alibi_slopes, biased_causal_bias,
                                        smooth_l1_loss)
-from bench.checkpoint import CheckpointError
-from bench.clip import JAW, MOUTH, Clip
+from core.errors import CheckpointError
+from core.constants import JAW, MOUTH
+from core.types import Clip
 from method_checks import assert_same_seed_same_state, overfit_error
 
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 16, "heads": 2, "layers": 1, "ff": 32,

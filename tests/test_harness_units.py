@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
-from bench.cache import Cache, key_of
-from bench.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.cache import Cache
+from core.hashing import key_of
+from core.errors import CheckpointError
+from core.checkpoint import load_checkpoint, save_checkpoint
 from bench.stats import bootstrap_ci
-from bench.video import VideoError, read_video, write_mp4
+from bench.data.video import VideoError, read_video, write_mp4
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
@@ -74,9 +76,9 @@ def test_unreadable_video_gives_clear_error(tmp_path):
 def test_gap_filled_reference_frames_are_left_out_of_landmark_metrics(tmp_path):
     """Prepared real clips interpolate the landmarks of frames where no face was found; those
     frames carry landmarks_found False, survive windowing, and no landmark metric scores them."""
-    from baselines.base import Prediction
-    from bench.cache import Cache
-    from bench.clip import Clip
+    from core.types import Prediction
+    from core.cache import Cache
+    from core.types import Clip
     from bench.datasets import window_clip
     from bench.protocol import load_protocol
     from bench.scoring import Scorer

@@ -11,16 +11,9 @@ from torchvision import transforms
 from torchvision.models import resnet50
 
 from metrics import build_metric
-from metrics.base import ClipPair, MetricError, MetricUnavailable
-from metrics.hopenet import (
-    HopenetEstimator,
-    bins_to_degrees,
-    build_model,
-    crop_box,
-    hopenet_to_talkbench,
-    load_model,
-    preprocess,
-)
+from core.types import ClipPair
+from core.errors import MetricError, MetricUnavailable
+from faces.hopenet import HopenetEstimator, bins_to_degrees, build_model, crop_box, hopenet_to_talkbench, load_model, preprocess
 
 
 def test_bins_to_degrees_by_hand():
@@ -100,7 +93,7 @@ def test_metric_unavailable_without_weights(monkeypatch, tmp_path):
 
 
 def test_identity_names_the_weights(snapshot, monkeypatch):
-    from bench.weights import file_sha256
+    from core.hashing import file_sha256
     monkeypatch.setenv("TALKBENCH_WEIGHTS_HOPENET", str(snapshot[0]))
     ident = build_metric("Diversity", {"pose_backend": "hopenet"}).identity()
     assert ident["weights"] == {"hopenet": file_sha256(snapshot[0])}
@@ -130,7 +123,7 @@ def test_diversity_through_the_real_loading_path(snapshot, monkeypatch):
     assert ok.all() and angles.shape == (3, 3) and np.isfinite(angles).all()
 
     # the same numbers by hand: dlib landmarks -> crop -> the random network -> decode -> flip signs
-    from metrics.extractors import DlibExtractor
+    from faces.extractors import DlibExtractor
     found = DlibExtractor().detect(frames)
     with torch.no_grad():
         for i in range(3):

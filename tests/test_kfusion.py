@@ -8,12 +8,13 @@ import torch
 
 from baselines import available_methods, build_method
 from baselines.audio_frontends import FrontendUnavailable, build_frontend
-from baselines.base import MethodInput
+from core.types import MethodInput
 from baselines.kfusion import VARIANTS, KFusion, KFusionConfig
 from baselines.kfusion.model import KFusionNet
 from baselines.torch_method import TRAIN_STATE, landmarks_normalise
-from bench.checkpoint import CheckpointError
-from bench.clip import Clip, MOUTH
+from core.errors import CheckpointError
+from core.types import Clip
+from core.constants import MOUTH
 from metrics.landmark import landmark_distance
 
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 32, "heads": 2, "ff_dim": 64,

@@ -8,10 +8,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from bench import weights
-from metrics.base import MetricUnavailable
-from metrics.extractors import EXTRACTORS, LAYOUTS, ExtractorResult, build_extractor
-from metrics.mediapipe_mesh import CONTENT_57, MEDIAPIPE_131, POSE_74, UPPER_OVAL, select_131
+from core import weights
+from core.errors import MetricUnavailable
+from faces.extractors import EXTRACTORS, LAYOUTS, ExtractorResult, build_extractor
+from faces.mediapipe_mesh import CONTENT_57, MEDIAPIPE_131, POSE_74, UPPER_OVAL, select_131
 
 
 def test_index_tables():

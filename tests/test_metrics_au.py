@@ -10,8 +10,9 @@ from metrics import available_metrics, build_metric
 from metrics.au import (AU_NAMES, GEOMETRIC_THRESHOLDS, AUScore, au_features, au_scores,
                         detect_geometric, fit_report, fit_threshold, format_fit_report, frontalise,
                         read_openface_csv)
-from metrics.base import ClipPair, MetricError, MetricUnavailable
-from metrics.motion import FACE_TEMPLATE_MM
+from core.types import ClipPair
+from core.errors import MetricError, MetricUnavailable
+from faces.pose import FACE_TEMPLATE_MM
 
 BASE = face.Identity(shape=face.base_shape())
 

@@ -11,7 +11,8 @@ from skimage import data
 
 from bench.data.synthtalk import corpus, face, render
 from metrics import available_metrics, build_metric
-from metrics.base import ClipPair, MetricError, MetricUnavailable
+from core.types import ClipPair
+from core.errors import MetricError, MetricUnavailable
 from metrics.identity import cosine_similarity, cpbd, edge_widths, sobel_edges
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from metrics import METRICS, build_metric
-from metrics.base import ClipPair, MetricError
+from core.types import ClipPair
+from core.errors import MetricError
 from metrics.image import PSNR, SSIM, to_gray
 
 C1 = (0.01 * 255) ** 2

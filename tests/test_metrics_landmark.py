@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from metrics import METRICS, available_metrics, build_metric
-from metrics.base import ClipPair, MetricError
+from core.types import ClipPair
+from core.errors import MetricError
 from metrics.landmark import (
     LMD,
     FaceLD,

@@ -7,11 +7,10 @@ import pytest
 
 from bench.data.synthtalk import corpus, face
 from metrics import available_metrics, build_metric
-from metrics.base import ClipPair, MetricError
-from metrics.motion import (FACE_TEMPLATE_MM, POSE_BACKENDS, RIGID_POINTS, audio_beats,
-                            beat_align_score, build_pose_backend, euler_from_rotation, fill_gaps,
-                            head_speed, local_minima, motion_beats, pose_diversity,
-                            rotation_from_euler, solve_head_pose)
+from core.types import ClipPair
+from core.errors import MetricError
+from faces.pose import FACE_TEMPLATE_MM, POSE_BACKENDS, RIGID_POINTS, build_pose_backend, euler_from_rotation, rotation_from_euler, solve_head_pose
+from metrics.motion import audio_beats, beat_align_score, fill_gaps, head_speed, local_minima, motion_beats, pose_diversity
 
 W = H = 256
 FPS, SR = 25, 16000
@@ -371,7 +370,7 @@ def test_beat_align_pnp_with_missing_frames(click_track):
 def test_beat_align_note_does_not_leak_to_the_next_method():
     """One metric instance scores every method's clip of the same id; a note belongs to one call."""
     from metrics import build_metric
-    from metrics.base import ClipPair
+    from core.types import ClipPair
 
     t, fps, sr = 75, 25.0, 16000
     rng = np.random.default_rng(0)

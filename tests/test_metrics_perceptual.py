@@ -18,10 +18,11 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from bench import weights
+from core import weights
 from bench.calibrate import random_alexnet, random_fid_inception
 from metrics import METRICS, build_metric
-from metrics.base import ClipPair, MetricError, MetricUnavailable
+from core.types import ClipPair
+from core.errors import MetricError, MetricUnavailable
 from metrics.fid import (
     FID,
     feature_statistics,

@@ -15,8 +15,10 @@ import python_speech_features
 import torch
 
 from metrics import build_metric
+from faces import crops
 from metrics import syncnet as sn
-from metrics.base import ClipPair, MetricError, MetricUnavailable
+from core.types import ClipPair
+from core.errors import MetricError, MetricUnavailable
 
 # The official syncnet_v2.model parameter names, written out from the layer list of SyncNetModel.py:
 # convolutions and batch norms at these Sequential indices, linear 0 / BN 1 / linear 3 in the FCs.
@@ -302,40 +304,40 @@ def _coordinate_frame(h=200, w=200):
 
 
 def test_crop_window_matches_the_run_pipeline_formula():
-    boxes = sn.smooth_boxes(sn.landmark_boxes(_box_landmarks(100, 80, 160, 140)))
+    boxes = crops.smooth_boxes(crops.landmark_boxes(_box_landmarks(100, 80, 160, 140)))
     # box 60 x 60: s = 30, centre (130, 110); the constant track survives the zero-padded filter
     np.testing.assert_allclose(boxes.s, 30)
     np.testing.assert_allclose(boxes.cx, 130)
     np.testing.assert_allclose(boxes.cy, 110)
     # pad = int(30 * 1.8) = 54; rows [164 - 30, 164 + 54) = [134, 218) padded = [80, 164) in the
     # frame; columns [184 - 42, 184 + 42) = [142, 226) padded = [88, 172): a 2.8 s square
-    assert sn.crop_window(130, 110, 30, 0.4) == (54, 134, 218, 142, 226)
+    assert crops.crop_window(130, 110, 30, 0.4) == (54, 134, 218, 142, 226)
     frame = _coordinate_frame()
-    face = sn.crop_face(frame, 130, 110, 30, 0.4)
+    face = crops.crop_face(frame, 130, 110, 30, 0.4)
     assert face.shape == (84, 84, 3)
     assert tuple(face[0, 0]) == (80, 88, 7) and tuple(face[-1, -1]) == (163, 171, 7)
     # fractional values: int() truncation after adding the pad, as in the reference
     cx, cy, s, cs = 57.3, 61.8, 21.7, 0.4
     pad = int(s * 1.8)
-    assert sn.crop_window(cx, cy, s, cs) == (
+    assert crops.crop_window(cx, cy, s, cs) == (
         pad, int(cy + pad - s), int(cy + pad + s * 1.8), int(cx + pad - s * 1.4),
         int(cx + pad + s * 1.4))
     # another crop_scale changes both the pad and the window
-    assert sn.crop_window(130, 110, 30, 0.2) == (42, 122, 194, 136, 208)
+    assert crops.crop_window(130, 110, 30, 0.2) == (42, 122, 194, 136, 208)
 
 
 def test_crop_pads_with_110_outside_the_frame_and_resizes_to_224():
     frame = _coordinate_frame()
     # box x 0..40, y 100..140: s 20, centre (20, 120); pad 36; columns [56 - 28, 56 + 28) = [28, 84)
     # padded = frame columns -8 .. 47: the first 8 columns are padding
-    face = sn.crop_face(frame, 20, 120, 20, 0.4)
+    face = crops.crop_face(frame, 20, 120, 20, 0.4)
     assert face.shape == (56, 56, 3)
     assert (face[:, :8] == 110).all()
     assert tuple(face[0, 8]) == (100, 0, 7)
-    boxes = sn.smooth_boxes(sn.landmark_boxes(_box_landmarks(0, 100, 40, 140, t=8)))
-    crops = sn.syncnet_crops(np.stack([frame] * 8), boxes)
-    assert crops.shape == (8, 224, 224, 3) and crops.dtype == np.uint8
-    assert (crops[:, :, :28] == 110).all()  # 8 of 56 columns -> 32 of 224 (minus the blend)
+    boxes = crops.smooth_boxes(crops.landmark_boxes(_box_landmarks(0, 100, 40, 140, t=8)))
+    cropped = sn.syncnet_crops(np.stack([frame] * 8), boxes)
+    assert cropped.shape == (8, 224, 224, 3) and cropped.dtype == np.uint8
+    assert (cropped[:, :, :28] == 110).all()  # 8 of 56 columns -> 32 of 224 (minus the blend)
 
 
 def test_boxes_are_median_filtered_with_kernel_13_and_zero_padding():
@@ -345,9 +347,9 @@ def test_boxes_are_median_filtered_with_kernel_13_and_zero_padding():
     lmk[:, :, 0] = cx[:, None] + np.linspace(-30, 30, 68)[None]
     lmk[:, :, 1] = 110 + np.linspace(-30, 30, 68)[None]
     lmk[12, :, :] += 50  # one jumpy frame: shifted 50 px
-    raw = sn.landmark_boxes(lmk)
+    raw = crops.landmark_boxes(lmk)
     assert raw.cx[12] == pytest.approx(cx[12] + 50)
-    sm = sn.smooth_boxes(raw)
+    sm = crops.smooth_boxes(raw)
     assert sm.cx[12] == pytest.approx(cx[13])  # the outlier is replaced by a median of neighbours
     assert sm.cy[12] == pytest.approx(110)
     np.testing.assert_allclose(sm.s, 30)
@@ -359,7 +361,7 @@ def test_boxes_are_median_filtered_with_kernel_13_and_zero_padding():
         lm = lmk.copy()
         lm[12] -= 50
         lm[5:5 + run, :, 1] += 80
-        got = sn.smooth_boxes(sn.landmark_boxes(lm)).cy[8]
+        got = crops.smooth_boxes(crops.landmark_boxes(lm)).cy[8]
         assert bool(got == pytest.approx(110)) is removed
 
 
@@ -369,10 +371,10 @@ def test_unusable_frames_get_interpolated_boxes():
     lmk[4] = np.nan  # ... and frame 4 has no landmarks
     mask = np.ones(10, bool)
     mask[5] = False
-    raw = sn.landmark_boxes(lmk, mask)
+    raw = crops.landmark_boxes(lmk, mask)
     np.testing.assert_allclose(raw.cx[[3, 4, 5, 6]], [140, 140 - 10 / 3, 140 - 20 / 3, 130])
     with pytest.raises(MetricError, match="no frame"):
-        sn.landmark_boxes(lmk, np.zeros(10, bool))
+        crops.landmark_boxes(lmk, np.zeros(10, bool))
 
 
 # ----------------------------------------------------------------------------- the metrics

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.paths import repo_root
+from core.paths import repo_root
 from bench.protocol import ProtocolError, list_protocols, load_protocol, parse_protocol, reference_columns
 from bench.report import write_report
 from bench.runner import select_methods
@@ -149,7 +149,7 @@ def test_spear_ld_uses_lower_face_points_over_face_width():
     import numpy as np
 
     from metrics import build_metric
-    from metrics.base import ClipPair
+    from core.types import ClipPair
 
     rng = np.random.default_rng(0)
     ref = rng.uniform(50, 250, size=(4, 68, 2))

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from baselines import available_methods, build_method
-from baselines.base import MethodInput
-from bench.checkpoint import CheckpointError
-from bench.clip import Clip
+from core.types import MethodInput
+from core.errors import CheckpointError
+from core.types import Clip
 
 
 def make_clip(i: int, t: int = 40, opening_gain: float = 10.0) -> Clip:

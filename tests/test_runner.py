@@ -12,7 +12,7 @@ from bench.datasets import load_splits
 from bench.protocol import load_protocol
 from bench.runner import run, score_directory
 from bench.scoring import Scorer
-from bench.video import write_mp4
+from bench.data.video import write_mp4
 from metrics.base import Metric
 
 METHODS = ["ground_truth", "static", "mean_motion", "audio_energy"]
@@ -91,7 +91,7 @@ def gt_predictions(out):
 
 
 def load_protocol_path_dir(out, row):
-    from bench.paths import talkbench_home
+    from core.paths import talkbench_home
 
     return talkbench_home() / result(out, row)["provenance"]["predictions"]
 

@@ -8,12 +8,13 @@ import torch
 
 from baselines import available_methods, build_method
 from baselines.audio_frontends import FrontendUnavailable, build_frontend
-from baselines.base import MethodInput
+from core.types import MethodInput
 from baselines.spear_a2l import POINTS, SpearA2LConfig, SpearA2LMethod, triangular_weights, window_starts
 from baselines.spear_a2l.model import (AudioFeatureEncoder, LandmarkSetEncoder, PoseEncoder, SpearA2L,
                                        spear_loss)
-from bench.checkpoint import CheckpointError
-from bench.clip import JAW, MOUTH, Clip
+from core.errors import CheckpointError
+from core.constants import JAW, MOUTH
+from core.types import Clip
 from method_checks import assert_same_seed_same_state, overfit_error
 
 VARIANTS = ("spear_a2l", "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech")

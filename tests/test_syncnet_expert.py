@@ -20,7 +20,8 @@ from bench.data.synthtalk import corpus
 from bench.protocol import load_protocol
 from metrics import build_metric
 from metrics import syncnet as sn
-from metrics.base import ClipPair, MetricUnavailable
+from core.types import ClipPair
+from core.errors import MetricUnavailable
 
 TINY = experts.SyncExpertConfig(width=1 / 16, embedding_dim=16, epochs=1, batch_size=8, negatives=2,
                                 max_clips=2)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.clip import Clip
+from core.types import Clip
 from bench.data.synthtalk import corpus, face, render, speech
 
 SENTENCE = ["bin", "blue", "at", "f", "two", "now"]
@@ -357,7 +357,7 @@ def test_appearance_round_trip_and_contrast():
 
 def test_preview_writes_sheet_and_video(clips, tmp_path):
     from bench.data.synthtalk.preview import write_preview
-    from bench.video import read_video
+    from bench.data.video import read_video
 
     chosen = clips[:3]
     sheet, video = write_preview(chosen, tmp_path / "preview")

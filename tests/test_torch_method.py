@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.base import MethodInput, Prediction
+from core.types import MethodInput, Prediction
 from baselines.reference import face_scale
 from baselines.torch_method import (LOSS_CURVE, TRAIN_LOG, TRAIN_STATE, TorchMethod, TorchMethodConfig,
                                     emotion_index, landmarks_denormalise, landmarks_normalise,
                                     random_windows)
-from bench.checkpoint import CheckpointError
-from bench.clip import Clip
+from core.errors import CheckpointError
+from core.types import Clip
 
 threads_before = torch.get_num_threads()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import weights
-from bench.weights import WeightSpec, WeightsError
-from metrics.base import MetricUnavailable
+from core import weights
+from core.weights import WeightSpec, WeightsError
+from core.errors import MetricUnavailable
 
 HEX = re.compile(r"[0-9a-f]*")
 

@@ -42,11 +42,12 @@ import torch
 
 from baselines import register
 from baselines.audio_frontends import build_frontend
-from baselines.base import MethodInput, Prediction
+from core.types import MethodInput, Prediction
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera
 from baselines.gnerf_a2l.model import GNerfA2L, smooth_l1_loss
 from baselines.torch_method import TorchMethod, TorchMethodConfig, frame_audio, samples_per_frame
-from bench.clip import JAW, MOUTH, Clip
+from core.constants import JAW, MOUTH
+from core.types import Clip
 
 log = logging.getLogger(__name__)
 

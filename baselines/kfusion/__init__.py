@@ -98,7 +98,7 @@ import numpy as np
 import torch
 
 from baselines import register
-from baselines.base import MethodInput, Prediction
+from core.types import MethodInput, Prediction
 from baselines.kfusion.model import MOUTH, KFusionNet, count_parameters
 from baselines.torch_method import (TorchMethod, TorchMethodConfig, emotion_index, frame_audio,
                                     landmarks_denormalise, landmarks_normalise, random_windows)

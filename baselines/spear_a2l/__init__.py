@@ -39,11 +39,12 @@ import torch
 
 from baselines import register
 from baselines.audio_frontends import build_frontend
-from baselines.base import MethodInput, Prediction
+from core.types import MethodInput, Prediction
 from baselines.spear_a2l.model import SpearA2L, spear_loss
 from baselines.torch_method import (TorchMethod, TorchMethodConfig, frame_audio, landmarks_denormalise,
                                     landmarks_normalise, samples_per_frame)
-from bench.clip import JAW, MOUTH, Clip
+from core.constants import JAW, MOUTH
+from core.types import Clip
 
 POINTS: tuple[int, ...] = tuple(JAW) + tuple(MOUTH)  # 37 lower-face points
 

@@ -6,7 +6,7 @@ lists; counts for a seeded speaker-disjoint rule, or its pinned expansion if one
 videos for the person-specific time split), clips per speaker, separate audio files that are
 missing, containers that cannot be read or that end early, item durations against the fixed
 windowing window, and speakers found but in no split. Media are only probed (container header
-and packet timestamps through PyAV, `bench.video.probe`), never decoded.
+and packet timestamps through PyAV, `bench.data.video.probe`), never decoded.
 
 Exit status (cli_check): 0 when everything the protocol expects is present and readable, 1
 otherwise. Problems of items whose speaker no split uses are listed but do not fail the check.
@@ -25,7 +25,7 @@ from typing import Optional
 
 from bench.data.raw import DatasetError, RawItem, dataset_root, source
 from bench.protocol import SPLITS, Protocol, ProtocolError, load_protocol, split_file
-from bench.video import MediaInfo, VideoError, probe
+from bench.data.video import MediaInfo, VideoError, probe
 
 # A video that ends this much before its header's duration or its separate audio is cut short.
 TRUNCATION_TOLERANCE_S = 0.25

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from bench.data.synthtalk import corpus, face, render, speech
-from bench.video import strip_audio, write_audio, write_video
+from bench.data.video import strip_audio, write_audio, write_video
 
 DATASETS = ("mead", "cremad", "grid", "tcdtimit", "hdtf", "voxceleb2", "person_specific")
 DEFECTS = ("truncated", "no_face", "missing_audio")

@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from core.constants import EMOTIONS
 from bench.data.raw import RawItem, not_dataset, parse_options, register_source
 
-EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
+EMOTION_NAMES = tuple(sorted(EMOTIONS))  # the folder names, in the order items are listed
 VIEWS = ("front", "down", "left_30", "left_60", "right_30", "right_60", "top")
 LEVELS = (1, 2, 3)
 ACTOR = re.compile(r"^[MW]\d{3}$")
@@ -32,9 +33,9 @@ LAYOUT = "<actor>/video/<view>/<emotion>/level_<n>/<nnn>.mp4 with actor folders 
 @register_source("mead")
 def discover(root: Path, options: dict) -> list[RawItem]:
     root = Path(root)
-    opts = parse_options("mead", options, {"views": ["front"], "emotions": list(EMOTIONS),
+    opts = parse_options("mead", options, {"views": ["front"], "emotions": list(EMOTION_NAMES),
                                            "levels": list(LEVELS)},
-                         {"views": VIEWS, "emotions": EMOTIONS, "levels": LEVELS})
+                         {"views": VIEWS, "emotions": EMOTION_NAMES, "levels": LEVELS})
     actors = sorted(p for p in root.iterdir() if p.is_dir() and ACTOR.match(p.name)
                     and (p / "video").is_dir()) if root.is_dir() else []
     if not actors:

@@ -25,7 +25,7 @@ PREPROCESSING = {"fps": 25, "resolution": 256, "crop": "landmark_box", "crop_par
 def build_inputs(folder: Path, clips: int, seed: int = 0) -> list[RawItem]:
     """`clips` synthtalk clips as 640 x 512 mp4 files (speakers in turn)."""
     from bench.data.synthtalk import corpus, render
-    from bench.video import write_mp4
+    from bench.data.video import write_mp4
 
     items = []
     speakers = len(corpus.VOICES)

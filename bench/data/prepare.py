@@ -9,7 +9,7 @@ For each RawItem (`bench/data/raw.py`):
 3. store the frames as a near-lossless H.264 mp4 (`bench/data/store.py`);
 4. run the protocol's landmark backend on the stored frames (as decoded from that file), keeping
    a per-frame found mask, and estimate head pose (`pnp`: solvePnP of the landmarks; `none`
-   skips it; other backends by name from `metrics.motion.POSE_BACKENDS`);
+   skips it; other backends by name from `faces.pose.POSE_BACKENDS`);
 5. write arrays (landmarks with NaN where no face, found mask, pose, audio, crop windows) to an
    npz beside the mp4.
 
@@ -39,7 +39,6 @@ detail, cache key, frames, seconds. `cli_prepare` prints its summary and path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -52,13 +51,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bench import cache as cache_mod
-from bench.clip import Clip
-from bench.data import crops
+from core import cache as cache_mod
+from core import hashing
+from core.hashing import key_of
+from core.io import write_json
+from core.types import Clip
+from faces import crops
 from bench.data.decode import MediaError, iter_frames, probe_video, read_audio
 from bench.data.raw import RawItem
 from bench.data.store import CRF, PRESET, Mp4Writer, iter_stored, read_stored
-from bench.paths import talkbench_home
+from core.paths import talkbench_home
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +96,13 @@ class Settings:
 
     @classmethod
     def from_preprocessing(cls, pre: dict) -> "Settings":
-        from metrics.extractors import build_extractor
+        from faces.extractors import build_extractor
 
         if int(pre["resolution"]) % 2:
             raise ValueError(f"preprocessing.resolution must be even (H.264 yuv420p), got {pre['resolution']}")
         pose = pre.get("pose_backend", "pnp")
         if pose not in ("none", "pnp"):
-            from metrics.motion import POSE_BACKENDS
+            from faces.pose import POSE_BACKENDS
 
             if pose not in POSE_BACKENDS:
                 raise ValueError(f"preprocessing.pose_backend: {pose!r} is not available in this "
@@ -130,21 +132,18 @@ def file_sha256(path: Path, root: Path) -> str:
     """sha256 of a file's bytes, remembered by (path, size, mtime) so a cache hit does not reread it."""
     stat = path.stat()
     memo = cache_mod.Cache(root / "filehash")
-    memo_key = cache_mod.key_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    memo_key = key_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     known = memo.get_json("sha256", memo_key)
     if known:
         return known
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    memo.put_json("sha256", memo_key, digest.hexdigest())
-    return digest.hexdigest()
+    digest = hashing.file_sha256(path)
+    memo.put_json("sha256", memo_key, digest)
+    return digest
 
 
 def cache_key(item: RawItem, settings: Settings, root: Path) -> str:
     audio = file_sha256(Path(item.audio), root) if item.audio is not None else None
-    return cache_mod.key_of("prepared-clip", file_sha256(Path(item.video), root), audio,
+    return key_of("prepared-clip", file_sha256(Path(item.video), root), audio,
                             item.start, item.end, settings.identity())
 
 
@@ -196,7 +195,7 @@ _TEMP_COUNTER = count()
 
 
 def _extractor(settings: Settings):
-    from metrics.extractors import build_extractor
+    from faces.extractors import build_extractor
 
     name = json.dumps([settings.landmark_backend, settings.landmark_params], sort_keys=True)
     if name not in _EXTRACTORS:
@@ -207,7 +206,7 @@ def _extractor(settings: Settings):
 def preflight(settings: Settings) -> None:
     """Load the landmark and pose models once before any item runs, so a missing package or
     weights file is one clear error naming the fix, not the same failure on every item."""
-    from metrics.base import MetricUnavailable
+    from core.errors import MetricUnavailable
 
     try:
         # A blank frame has no face: the detector runs and the landmark model is loaded.
@@ -216,7 +215,7 @@ def preflight(settings: Settings) -> None:
         raise ValueError(f"preprocessing.landmark_backend {settings.landmark_backend!r} is "
                          f"unavailable: {exc}") from None
     if settings.pose_backend == "hopenet":
-        from metrics.hopenet import load_model
+        from faces.hopenet import load_model
 
         try:
             load_model()
@@ -392,14 +391,14 @@ def _pose(settings: Settings, landmarks: np.ndarray, found: np.ndarray, mp4: Pat
     """T x 6 head pose (yaw, pitch, roll in degrees, tx, ty, tz in mm), NaN where not estimated."""
     if settings.pose_backend == "none":
         return None
-    from metrics.motion import PNP_POINT_SETS, build_pose_backend, solve_head_pose
+    from faces.pose import PNP_POINT_SETS, build_pose_backend, solve_head_pose
 
     size = (float(settings.resolution), float(settings.resolution))
     if settings.pose_backend == "pnp":
         idx = list(PNP_POINT_SETS["rigid"])
         angles, trans, _ = solve_head_pose(landmarks[:, idx], idx, size, found)
         return np.concatenate([angles, trans], axis=1).astype(np.float32)
-    from metrics.base import ClipPair
+    from core.types import ClipPair
 
     backend = build_pose_backend(settings.pose_backend)
     frames = read_stored(mp4, len(found))
@@ -498,7 +497,7 @@ class PreparedDataset:
 
 
 def manifest_path(protocol, data_root: Path) -> Path:
-    tag = cache_mod.key_of(protocol.hash, str(Path(data_root).resolve()))[:12]
+    tag = key_of(protocol.hash, str(Path(data_root).resolve()))[:12]
     return prepared_root() / "manifests" / f"{protocol.id}-{tag}.json"
 
 
@@ -526,7 +525,7 @@ def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int =
                          detail=f"{entry['frames']} frames, the protocol's window needs {need}")
     manifest = build_manifest(protocol, data_root, settings, entries)
     path = manifest_path(protocol, data_root)
-    cache_mod._atomic_write(path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    write_json(path, manifest)
     by_id = {item.id: item for item in items}
     clips = [load_clip(by_id[i], e, fps=settings.fps, sample_rate=settings.sample_rate)
              for i, e in entries.items() if e["status"] == "ok"]

@@ -20,7 +20,7 @@ from skimage import data
 
 from bench.data.synthtalk import corpus, face, render
 from metrics import build_metric
-from metrics.base import ClipPair
+from core.types import ClipPair
 from metrics.identity import cpbd, gray_frames
 
 TOL = 1e-6

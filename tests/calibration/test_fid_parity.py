@@ -8,7 +8,7 @@ TORCH_HOME, so the reference is the unmodified package path. Frames are written 
 read by ``pytorch_fid.fid_score.get_activations`` (PIL -> ``ToTensor`` -> model); the statistics are
 ``np.mean`` / ``np.cov(rowvar=False)`` of those activations, as ``calculate_activation_statistics``
 computes them, and the distance is ``calculate_frechet_distance``. talkbench's FID reads the same
-file through ``bench.weights.resolve`` and runs on the uint8 arrays.
+file through ``core.weights.resolve`` and runs on the uint8 arrays.
 
 ``calculate_frechet_distance`` on 2048-d statistics spends 20-45 s in ``scipy.linalg.sqrtm`` on a
 2-core CPU. With N features per set, both covariances and the mean difference lie in the span of the
@@ -34,7 +34,7 @@ import torch
 from bench.calibrate import (fid_frame_sets as frame_sets, package_fd, package_statistics, random_fid_inception,
                              reduced_reference_fid, reference_activations)
 from metrics import build_metric
-from metrics.base import ClipPair
+from core.types import ClipPair
 from metrics.fid import frechet_distance_features
 
 REL = 1e-4

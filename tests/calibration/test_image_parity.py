@@ -29,7 +29,7 @@ from skimage.metrics import structural_similarity as sk_ssim
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from metrics import build_metric
-from metrics.base import ClipPair
+from core.types import ClipPair
 from metrics.image import to_gray
 
 SSIM_REL, SSIM_ABS = 1e-10, 1e-12

@@ -7,7 +7,7 @@ random-initialised AlexNet state_dict under that name in a private TORCH_HOME (a
 loaded without any download), so the reference is the unmodified package path: torchvision loads
 the file into its AlexNet, lpips cuts the feature modules into its slices, and the v0.1 lin heads
 come from the wheel. Inputs go through ``lpips.im2tensor`` (uint8 HxWx3 -> 1x3xHxW in [-1, 1]), one
-frame at a time. talkbench's LPIPS reads the same file through ``bench.weights.resolve`` and maps
+frame at a time. talkbench's LPIPS reads the same file through ``core.weights.resolve`` and maps
 the tensors itself.
 
 Measured (lpips 0.1.4, torch 2.15 CPU): per-frame values agree to 8e-8 .. 9.3e-7 relative on the
@@ -26,7 +26,7 @@ from skimage import data
 
 from bench.calibrate import random_alexnet
 from metrics import build_metric
-from metrics.base import ClipPair
+from core.types import ClipPair
 
 REL = 1e-5
 

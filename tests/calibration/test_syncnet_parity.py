@@ -40,7 +40,7 @@ from bench.data.synthtalk import corpus
 from bench.calibrate import random_syncnet, ref_calc_pdist, ref_crop_video, ref_evaluate, ref_scores
 from metrics import build_metric
 from metrics import syncnet as sn
-from metrics.base import ClipPair
+from core.types import ClipPair
 
 REL = 1e-6
 REL_EVAL = 1e-5

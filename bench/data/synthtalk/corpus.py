@@ -14,11 +14,9 @@ resumes by generating only the clips whose file is missing.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
-import os
 import zipfile
 from dataclasses import dataclass
 from functools import partial
@@ -26,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.clip import Clip
+from core.constants import EMOTIONS, SAMPLE_RATE
+from core.hashing import file_sha256
+from core.io import atomic_write_bytes
+
+from core.types import Clip
 from bench.data.synthtalk import face, render, speech
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
 FPS = face.FPS
-SAMPLE_RATE = face.SAMPLE_RATE
 FRAME_SIZE = (face.FRAME_SIZE, face.FRAME_SIZE)
 SIZES = {"small": 8, "medium": 40, "large": 200}  # clips per speaker
 INDEX = "index.json"
@@ -107,8 +108,8 @@ def _voice_for(spk: Speaker, emotion: str, intensity: int) -> dict:
 def _clip_labels(seed: int, number: int, index: int):
     """The clip's generator after drawing its labels: (rng, emotion, intensity, shown, spoken)."""
     # Emotions are balanced: each run of 8 clips of a speaker has each emotion once.
-    order = _rng(seed, 2, number, index // len(face.EMOTIONS)).permutation(len(face.EMOTIONS))
-    emotion = face.EMOTIONS[order[index % len(face.EMOTIONS)]]
+    order = _rng(seed, 2, number, index // len(EMOTIONS)).permutation(len(EMOTIONS))
+    emotion = EMOTIONS[order[index % len(EMOTIONS)]]
     rng = _rng(seed, 1, number, index)
     intensity = 1 if emotion == "neutral" else int(rng.integers(1, 4))  # as in MEAD
     shown, spoken = speech.grid_sentence(rng)
@@ -158,17 +159,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             member = io.BytesIO()
             np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
             zf.writestr(info, member.getvalue())
-    _write_atomic(path, buffer.getvalue())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # a reader never sees a half-written file
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def clips_per_speaker(size: str | int) -> int:
@@ -180,7 +171,7 @@ def clips_per_speaker(size: str | int) -> int:
 
 
 def default_root(size: str | int = "small", seed: int = 0) -> Path:
-    from bench.paths import talkbench_home
+    from core.paths import talkbench_home
 
     return talkbench_home() / "synthtalk" / f"v{VERSION}-{size}-seed{seed}"
 
@@ -226,7 +217,7 @@ def build(root: Path | None = None, size: str | int = "small", seed: int = 0,
                 arrays, entry = make_clip(seed, number, index, identity)
                 _write_npz(path, arrays)
                 made += 1
-            entry.update(file=f"clips/{path.name}", sha256=_sha256(path))
+            entry.update(file=f"clips/{path.name}", sha256=file_sha256(path))
             clips.append(entry)
             bar.update(1)
     bar.close()
@@ -234,7 +225,7 @@ def build(root: Path | None = None, size: str | int = "small", seed: int = 0,
                  clips_per_speaker=per_speaker, fps=FPS, sample_rate=SAMPLE_RATE,
                  frame_size=list(FRAME_SIZE), au_names=list(face.AU_NAMES),
                  motion_names=list(face.MOTION_NAMES), speakers=speakers, clips=clips)
-    _write_atomic(root / INDEX, json.dumps(index, indent=1).encode())
+    atomic_write_bytes(root / INDEX, json.dumps(index, indent=1).encode())
     log.info("synthtalk: %d clips (%d generated) in %s", len(clips), made, root)
     return root
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.constants import EMOTIONS, SAMPLE_RATE
+
 FPS = 25
-SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 FRAME_SIZE = 256
 
-EMOTIONS = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 AU_NAMES = ("AU10", "AU14", "AU20", "AU25", "AU26")
 MOUTH_PARAMS = ("jaw", "lip_round", "lip_stretch", "upper_lip_raise", "lip_close")
 MOTION_NAMES = MOUTH_PARAMS + (

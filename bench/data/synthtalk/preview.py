@@ -8,7 +8,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from bench.clip import Clip
+from core.types import Clip
 
 SHEET_COLUMNS = 6  # frames per clip, evenly spaced in time
 SHEET_ROWS = 8  # clips, one per speaker as far as possible
@@ -56,7 +56,7 @@ def contact_sheet(clips: Sequence[Clip], columns: int = SHEET_COLUMNS, rows: int
 def write_preview(clips: Sequence[Clip], out_dir: Path) -> tuple[Path, Path]:
     """Write `contact_sheet.png` and `preview.mp4` (a few clips one after another, with their
     audio) into `out_dir`; return both paths."""
-    from bench.video import write_mp4
+    from bench.data.video import write_mp4
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from core.constants import SAMPLE_RATE
 import soxr
 
-SAMPLE_RATE = 16000
 LEAD_S = 0.2  # silence before and after the sentence, so clips start and end with a closed mouth
 TAIL_S = 0.2
 

@@ -17,13 +17,13 @@ the pad value fills in. Every crop is then resized to `resolution` x `resolution
   box's centre and half-size s = max(w, h) / 2, each median-filtered over 13 frames (zero padded,
   as ``scipy.signal.medfilt``), rows [cy - s, cy + s (1 + 2 cs)], columns [cx - s (1 + cs),
   cx + s (1 + cs)] with cs = ``crop_scale`` (0.4), padding value 110. The box, filter and window
-  are `metrics.syncnet`'s functions (`landmark_boxes`, `smooth_boxes`, `crop_window`), so the
+  are this module's `landmark_boxes`, `smooth_boxes` and `crop_window`, so the
   preprocessing crop and the LSE metric's crop are one piece of code. Deviation: run_pipeline
   takes S3FD boxes; we take the protocol landmark backend's face box (dlib's HOG box for dlib),
   and resize to the protocol's `resolution` (224 reproduces the reference exactly).
 
 Missing detections (frames where no face was found) get the box linearly interpolated from the
-neighbouring found frames (held at the ends), as `metrics.syncnet.landmark_boxes` does.
+neighbouring found frames (held at the ends), as `landmark_boxes` does.
 
 Resizing: ``cv2.INTER_AREA`` when shrinking (no aliasing from large source frames) and
 ``cv2.INTER_LINEAR`` otherwise; the syncnet recipe always uses ``INTER_LINEAR``, as the reference's
@@ -36,8 +36,20 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import warnings
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+from scipy.signal import medfilt
+
+from core.errors import MetricError
+
+# joonson/syncnet_python run_pipeline.py's face-track crop (reference/metrics.md section 1.3).
+CROP_SCALE = 0.4
+MEDIAN_KERNEL = 13
+PAD_VALUE = 110
+
 
 FACE_RECIPES = ("landmark_box", "syncnet")  # recipes that need a face detection on source frames
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -92,8 +104,6 @@ def face_windows(recipe: str, params: dict, landmarks: np.ndarray, boxes: np.nda
     `landmarks` n x 68 x 2 and `boxes` n x 4 (x0, y0, x1, y1) are in source pixels, NaN where
     `found` is False. Raises ValueError when no frame has a face.
     """
-    from metrics.syncnet import crop_window, landmark_boxes, smooth_boxes
-
     found = np.asarray(found, dtype=bool)
     if not found.any():
         raise ValueError("no face found in any frame")
@@ -159,3 +169,67 @@ def transform_points(points: np.ndarray, windows: np.ndarray, resolution: int) -
 def resize_interpolation(recipe: str) -> Optional[int]:
     """The interpolation a recipe prescribes (None: area when shrinking, else linear)."""
     return cv2.INTER_LINEAR if recipe == "syncnet" else None
+
+
+# ------------------------------------------------------------------- the SyncNet face-track crop
+@dataclass(frozen=True)
+class Boxes:
+    """Per-frame crop boxes (T each): centre x, centre y, half size s (median-filtered)."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    s: np.ndarray
+
+
+def landmark_boxes(landmarks: np.ndarray, valid: Optional[np.ndarray] = None) -> Boxes:
+    """Raw (unfiltered) per-frame boxes from T x K x 2 landmarks: bounding box, s = max(w, h) / 2.
+
+    Frames that are not `valid` or whose landmarks are not finite get boxes linearly interpolated
+    from the others (held constant beyond the first / last usable frame).
+    """
+    lmk = np.asarray(landmarks, dtype=np.float64)
+    if lmk.ndim != 3 or lmk.shape[-1] != 2 or lmk.shape[0] == 0:
+        raise MetricError(f"reference landmarks have shape {lmk.shape}, expected T x K x 2")
+    usable = np.isfinite(lmk).all(axis=(1, 2))
+    if valid is not None:
+        usable &= np.asarray(valid, dtype=bool)
+    if not usable.any():
+        raise MetricError("no frame has usable reference landmarks for the syncnet crop")
+    lo, hi = np.full((len(lmk), 2), np.nan), np.full((len(lmk), 2), np.nan)
+    lo[usable], hi[usable] = lmk[usable].min(axis=1), lmk[usable].max(axis=1)
+    cx, cy = (lo[:, 0] + hi[:, 0]) / 2, (lo[:, 1] + hi[:, 1]) / 2
+    s = np.maximum(hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]) / 2
+    if not usable.all():
+        t, good = np.arange(len(lmk)), np.flatnonzero(usable)
+        cx, cy, s = (np.interp(t, good, v[good]) for v in (cx, cy, s))
+    return Boxes(cx, cy, s)
+
+
+def smooth_boxes(boxes: Boxes, kernel: int = MEDIAN_KERNEL) -> Boxes:
+    """``scipy.signal.medfilt`` (zero-padded) of s, cx and cy over time, as run_pipeline does."""
+    with warnings.catch_warnings():  # clips shorter than the kernel: zero padding is the point
+        warnings.filterwarnings("ignore", message=".*kernel_size exceeds volume extent.*")
+        return Boxes(*(medfilt(np.asarray(v, dtype=np.float64), kernel_size=kernel)
+                       for v in (boxes.cx, boxes.cy, boxes.s)))
+
+
+def crop_window(cx: float, cy: float, s: float, crop_scale: float = CROP_SCALE
+                ) -> tuple[int, int, int, int, int]:
+    """(pad, top, bottom, left, right): the padding and the slice of the padded frame.
+
+    pad = int(s (1 + 2 cs)); rows [int(cy + pad - s), int(cy + pad + s (1 + 2 cs))), columns
+    [int(cx + pad - s (1 + cs)), int(cx + pad + s (1 + cs))).
+    """
+    pad = int(s * (1 + 2 * crop_scale))
+    my, mx = cy + pad, cx + pad
+    return (pad, int(my - s), int(my + s * (1 + 2 * crop_scale)),
+            int(mx - s * (1 + crop_scale)), int(mx + s * (1 + crop_scale)))
+
+
+def crop_face(frame: np.ndarray, cx: float, cy: float, s: float,
+              crop_scale: float = CROP_SCALE) -> np.ndarray:
+    """The run_pipeline crop of one frame before resizing (H' x W' x C)."""
+    pad, top, bottom, left, right = crop_window(cx, cy, s, crop_scale)
+    padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="constant",
+                    constant_values=PAD_VALUE)
+    return padded[top:bottom, left:right]

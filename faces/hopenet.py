@@ -30,7 +30,7 @@ to the image left and positive pitch tips it up; roll turns the face clockwise, 
 backend returns talkbench angles (`metrics.motion` docstring): yaw and pitch negated, roll as is.
 Diversity and Beat Align do not depend on signs; `Clip.pose` written from this backend does.
 
-Weights: `bench.weights` entry ``hopenet`` (``$TALKBENCH_HOME/weights/hopenet_robust_alpha1.pkl`` or
+Weights: `core.weights` entry ``hopenet`` (``$TALKBENCH_HOME/weights/hopenet_robust_alpha1.pkl`` or
 ``$TALKBENCH_WEIGHTS_HOPENET``). A missing file makes the metric unavailable with the download
 command; nothing is downloaded here.
 """
@@ -44,7 +44,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from metrics.base import MetricError, array_digest, load_state_dict_strict
+from core.errors import MetricError
+from core.hashing import array_digest
+from core.weights import load_state_dict_strict
 
 NUM_BINS = 66
 BIN_WIDTH_DEG = 3.0
@@ -149,7 +151,7 @@ def load_model(path: Optional[Path] = None, device: str = "cpu"):
 
     `path` None resolves the registry entry (MetricUnavailable with the download command when the
     file is missing)."""
-    from bench.weights import resolve
+    from core.weights import resolve
 
     path = resolve(WEIGHTS_NAME, path)
     model = load_state_dict_strict(build_model(), path, WEIGHTS_NAME, "hopenet_robust_alpha1.pkl")
@@ -168,7 +170,8 @@ class HopenetEstimator:
 
     def model(self):
         if self._model is None:
-            from bench.weights import fingerprint, resolve
+            from core.hashing import fingerprint
+            from core.weights import resolve
 
             path = resolve(WEIGHTS_NAME, self.weights)
             self._sha256 = fingerprint(path)
@@ -248,7 +251,7 @@ def frames_landmarks(pair, extractor_name: str = "dlib") -> tuple[np.ndarray, np
     The landmarks the runner detected on the predicted frames (``meta["landmark_source"] ==
     "detected"``) are reused; otherwise (predicted landmarks describe the method's intent, not
     where the face is in its frames) the dlib extractor is run on the frames."""
-    from metrics.extractors import build_extractor
+    from faces.extractors import build_extractor
 
     frames = pair.pred.get("frames")
     if frames is None:

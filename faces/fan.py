@@ -1,5 +1,5 @@
 """FAN 68-point landmarks (Bulat & Tzimiropoulos 2017) through the PyPI package `face-alignment`,
-the ``fan`` landmark backend (`metrics.extractors.FanExtractor`).
+the ``fan`` landmark backend (`faces.extractors.FanExtractor`).
 
 What comes from the package: the network definition (``face_alignment.models.FAN``), its crop
 (``face_alignment.utils.crop``: a 256 x 256 window around a centre and scale), the flip helper and
@@ -33,7 +33,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from metrics.base import MetricUnavailable, load_state_dict_strict
+from core.errors import MetricUnavailable
+from core.weights import load_state_dict_strict
 
 WEIGHTS_NAME = "fan_2d"
 NUM_MODULES = 4  # 2DFAN-4: four stacked hourglasses
@@ -59,7 +60,7 @@ def build_network(num_modules: int = NUM_MODULES):
 def load_network(path: Optional[Path] = None, device: str = "cpu"):
     """FAN-4 with the registered weights (strict keys), eval mode. Missing file: MetricUnavailable
     naming `talkbench weights download fan_2d`."""
-    from bench.weights import resolve
+    from core.weights import resolve
 
     path = resolve(WEIGHTS_NAME, path)
     net = load_state_dict_strict(build_network(), path, WEIGHTS_NAME, "face-alignment's 2DFAN-4")

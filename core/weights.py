@@ -18,20 +18,19 @@ command that fetches it, which the runner shows as "unavailable" in the report.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
-import sys
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
-from bench.paths import talkbench_home
-from metrics.base import MetricUnavailable
+from core.errors import MetricUnavailable
+from core.hashing import file_sha256, fingerprint  # noqa: F401  (fingerprint: part of the weights API)
+from core.paths import talkbench_home
 
 PathLike = Union[str, "os.PathLike[str]"]
 CHUNK = 1 << 20
@@ -200,7 +199,7 @@ def default_path(name: str) -> Path:
     return weights_dir() / get_spec(name).filename
 
 
-def _candidate(spec: WeightSpec, path: Optional[PathLike]) -> tuple[Path, Optional[str]]:
+def candidate(spec: WeightSpec, path: Optional[PathLike]) -> tuple[Path, Optional[str]]:
     """The path to use and where it came from (None: the weights folder)."""
     if path is not None:
         source: Optional[str] = "the given path"
@@ -222,7 +221,7 @@ def resolve(name: str, path: Optional[PathLike] = None) -> Path:
     A missing file raises MetricUnavailable with the command that fetches it.
     """
     spec = get_spec(name)
-    chosen, source = _candidate(spec, path)
+    chosen, source = candidate(spec, path)
     if chosen.is_file():
         return chosen
     command = f"`talkbench weights download {name}`"
@@ -233,27 +232,6 @@ def resolve(name: str, path: Optional[PathLike] = None) -> Path:
 
 
 # -- checking --------------------------------------------------------------------------------------
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
-
-
-def fingerprint(path: PathLike) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) so a process hashes a file once."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = file_sha256(p)
-    return _FINGERPRINTS[key]
-
-
 def _mismatch(spec: WeightSpec, size: int, sha: str) -> Optional[str]:
     """Why a file with this size and digest is not the registered file (None: no known mismatch)."""
     if spec.size is not None and size != spec.size:
@@ -294,7 +272,7 @@ def check_file(spec: WeightSpec, path: PathLike) -> WeightStatus:
 def verify(name: str, path: Optional[PathLike] = None) -> WeightStatus:
     """Check the file `resolve(name, path)` would load: present? size and sha256 as registered?"""
     spec = get_spec(name)
-    chosen, _ = _candidate(spec, path)
+    chosen, _ = candidate(spec, path)
     return check_file(spec, chosen)
 
 
@@ -359,77 +337,27 @@ def download(name: str, force: bool = False, url: Optional[str] = None, timeout:
     return dest
 
 
-# -- command line ----------------------------------------------------------------------------------
-def _print_progress(received: int, total: Optional[int]) -> None:
-    mb = received / 1e6
-    text = f"{mb:8.1f} / {total / 1e6:.1f} MB" if total else f"{mb:8.1f} MB"
-    print(f"\r  {text}", end="", file=sys.stderr, flush=True)
+def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str) -> Any:
+    """Load the torch state-dict file `path` into `model` with strict keys, in eval mode.
 
-
-def _cmd_weights(args: argparse.Namespace) -> int:
-    action = args.weights_action
-    if action == "list":
-        print(f"folder: {weights_dir()}")
-        for spec in list_specs():
-            chosen, source = _candidate(spec, None)
-            where = "present" if chosen.is_file() else "missing"
-            if source:
-                where += f" (via {source})"
-            print(f"{spec.name:<13} {spec.filename:<38} {where:<8} used by {', '.join(spec.used_by)}")
-            print(f"{'':<13} {spec.url}")
-            print(f"{'':<13} licence: {spec.licence}")
-        return 0
-    if action == "path":
-        try:
-            print(resolve(args.name))
-        except MetricUnavailable as exc:
-            print(f"talkbench weights: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if action == "download":
-        try:
-            path = download(args.name, force=args.force, url=args.url,
-                            progress=None if args.quiet else _print_progress)
-        except WeightsError as exc:
-            if not args.quiet:
-                print(file=sys.stderr)
-            print(f"talkbench weights: {exc}", file=sys.stderr)
-            return 1
-        if not args.quiet:
-            print(file=sys.stderr)
-        status = check_file(get_spec(args.name), path)
-        print(f"{args.name}: {path} ({status.state}: {status.detail})")
-        return 0
-    if action == "verify":
-        names = [args.name] if args.name else [spec.name for spec in list_specs()]
-        code = 0
-        for name in names:
-            status = verify(name)
-            print(f"{name:<13} {status.state:<9} {status.path}  {status.detail}")
-            if status.state == "corrupt" or (args.name and status.state == "missing"):
-                code = 1
-        return code
-    raise ValueError(f"unknown weights action {action!r}")
-
-
-def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
-    """Register `talkbench weights list | download NAME | verify [NAME] | path NAME`.
-
-    Exit codes: 0 success; 1 a download failed, a checked file is corrupt, a named file is missing.
+    A file torch cannot read (truncated download, an HTML page from a file host) or one with other
+    keys or shapes is `MetricUnavailable` naming the file, what layout was expected and the
+    command that replaces it. Keys saved from `nn.DataParallel` ("module." prefix) and files that
+    wrap the dict in {"state_dict": ...} are accepted, as the official checkpoints come both ways.
     """
-    names = sorted(SPECS)
-    parser = subparsers.add_parser("weights", help="list, download, verify or locate pretrained "
-                                                   "weight files")
-    actions = parser.add_subparsers(dest="weights_action", required=True)
-    actions.add_parser("list", help="every registered file, where it comes from, if it is here")
-    p = actions.add_parser("download", help="fetch a file into the weights folder and check it")
-    p.add_argument("name", choices=names)
-    p.add_argument("--force", action="store_true", help="replace an existing file")
-    p.add_argument("--url", help="download from this mirror instead of the registered URL")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p = actions.add_parser("verify", help="check presence, size and sha256 (all files if no NAME)")
-    p.add_argument("name", nargs="?", choices=names)
-    p = actions.add_parser("path", help="print the path a metric would load")
-    p.add_argument("name", choices=names)
-    parser.set_defaults(func=_cmd_weights)
-    return parser
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise MetricUnavailable(f"{path} is not a readable {layout} state dict ({exc}); replace it "
+                                f"with `talkbench weights download {weights_name} --force`") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise MetricUnavailable(f"{path} does not have the layout of {layout} "
+                                f"({str(exc).splitlines()[0]})") from exc
+    return model.eval()

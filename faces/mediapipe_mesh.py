@@ -1,5 +1,5 @@
 """MediaPipe FaceLandmarker landmarks reduced to the 131-point set of IP_LAP / SPEAR, the
-``mediapipe`` landmark backend (`metrics.extractors.MediaPipeExtractor`).
+``mediapipe`` landmark backend (`faces.extractors.MediaPipeExtractor`).
 
 MediaPipe's face mesh has 478 points (468 mesh vertices + 10 iris points; the Tasks model
 ``face_landmarker.task`` always returns all 478, like the legacy FaceMesh with
@@ -37,7 +37,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from metrics.base import MetricUnavailable
+from core.errors import MetricUnavailable
 
 WEIGHTS_NAME = "face_landmarker"
 MESH_POINTS = 478
@@ -88,7 +88,7 @@ def _mediapipe():
 
 def load_landmarker(path: Optional[Path] = None) -> Any:
     """A FaceLandmarker (IMAGE mode, one face) on the registered model file."""
-    from bench.weights import resolve
+    from core.weights import resolve
 
     mp, BaseOptions, vision = _mediapipe()
     path = resolve(WEIGHTS_NAME, path)

@@ -6,24 +6,14 @@ hyperparameters instead of silently running a different model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, for another method, or from another config."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from core.errors import CheckpointError
+from core.hashing import file_sha256
 
 
 def save_checkpoint(path: Path, method: str, config: dict[str, Any], state: dict[str, np.ndarray]) -> str:

@@ -7,7 +7,6 @@ picks up every value it already computed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -15,12 +14,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from bench.paths import talkbench_home
-
-
-def key_of(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+from core.hashing import key_of  # noqa: F401  (the key every caller of a cache computes)
+from core.io import atomic_write_bytes
+from core.paths import talkbench_home
 
 
 class Cache:
@@ -41,7 +37,7 @@ class Cache:
 
     def put_json(self, namespace: str, key: str, value: Any) -> None:
         path = self._path(namespace, key, ".json")
-        _atomic_write(path, json.dumps(value).encode())
+        atomic_write_bytes(path, json.dumps(value).encode())
 
     def get_arrays(self, namespace: str, key: str) -> Optional[dict[str, np.ndarray]]:
         path = self._path(namespace, key, ".npz")
@@ -61,9 +57,3 @@ class Cache:
             np.savez(handle, **arrays)
         tmp.replace(path)
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
