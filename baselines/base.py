@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from core.registry import Registry
 from core.types import Clip, MethodInput, Prediction
 
 @dataclass
@@ -85,3 +86,23 @@ class Method:
 
     def predict(self, inp: MethodInput) -> Prediction:
         raise NotImplementedError
+
+
+# Every method, by name: the modules of this package register with `@register`, other installed
+# distributions through the entry-point group `talkbench.methods`.
+METHODS: Registry[type[Method]] = Registry("method", packages=("baselines",),
+                                           entry_point_group="talkbench.methods")
+register = METHODS.register
+
+
+def method_class(name: str) -> type[Method]:
+    return METHODS.get(name)
+
+
+def build_method(name: str, preset: str = "tiny", config: dict[str, Any] | None = None) -> Method:
+    cls = method_class(name)
+    return cls(cls.Config.preset(preset, **(config or {})))
+
+
+def available_methods() -> list[str]:
+    return METHODS.names()

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core import weights
+from bench import weights_cli
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bench.datasets import prepare_splits
+    from bench.data.clips import prepare_splits
     from bench.experts import prepare as prepare_experts
     from bench.protocol import load_protocol
     from bench.provenance import environment
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench import calibrate, experts, sanity
 
-    for module in (weights, calibrate, experts, sanity):
+    for module in (weights_cli, calibrate, experts, sanity):
         module.add_cli(sub)
     return parser
 

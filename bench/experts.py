@@ -54,7 +54,7 @@ from tqdm import tqdm
 from core.hashing import key_of
 from core.constants import SAMPLE_RATE
 from core.types import Clip
-from bench.datasets import clip_hash
+from bench.data.clips import clip_hash
 from core.paths import talkbench_home
 from bench.protocol import MetricSpec, Protocol
 from faces import crops
@@ -293,7 +293,7 @@ def prepare(protocol: Protocol, splits: dict[str, list[Clip]], device: str = "cp
 
 # ----------------------------------------------------------------------------------- CLI
 def _cmd_experts(args: argparse.Namespace) -> int:
-    from bench.datasets import load_splits
+    from bench.data.clips import load_splits
     from bench.protocol import load_protocol
 
     if args.kind not in EXPERT_KINDS:

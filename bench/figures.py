@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 
 from core.audio import frame_rms  # noqa: E402
 from core.types import Clip  # noqa: E402
-from bench.datasets import load_splits  # noqa: E402
+from bench.data.clips import load_splits  # noqa: E402
 from core.paths import talkbench_home  # noqa: E402
 from bench.predictions import PredictionError, load_prediction  # noqa: E402
 from bench.protocol import Protocol  # noqa: E402

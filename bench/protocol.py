@@ -18,7 +18,14 @@ from typing import Any, Optional
 
 import yaml
 
+from baselines.base import METHODS
+from bench.data.raw import DATASETS
 from core.paths import talkbench_home
+from core.registry import Registry
+from faces.crops import CROP_RECIPES
+from faces.extractors import LANDMARK_BACKENDS
+from faces.pose import POSE_BACKENDS
+from metrics.base import METRICS
 
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
 SPLITS = ("train", "val", "test")
@@ -129,6 +136,7 @@ def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
     version = _typed(raw, "version", int)
     dataset = _typed(raw, "dataset", dict)
     dataset_name = _typed(dataset, "name", str, "dataset.name")
+    _check_name(DATASETS, dataset_name, "dataset.name")
     options = dataset.get("options", {})
     if not isinstance(options, dict):
         raise ProtocolError("dataset.options must be a mapping")
@@ -172,10 +180,10 @@ def _typed(mapping: dict, key: str, kind: type, where: Optional[str] = None) -> 
     return value
 
 
-# Named choices of the preprocessing pipeline (bench/data/prepare.py implements them).
-CROP_RECIPES = ("none", "center_square", "landmark_box", "syncnet")
-LANDMARK_BACKENDS = ("dlib", "fan", "mediapipe")
-POSE_BACKENDS = ("pnp", "hopenet", "none")
+def _check_name(registry: Registry, name: Any, where: str) -> None:
+    """ProtocolError unless `name` is registered (the registries are the one list of names)."""
+    if name not in registry:
+        raise ProtocolError(f"{where}: {registry.unknown(name)}")
 
 
 def _parse_preprocessing(pre: dict) -> dict:
@@ -190,10 +198,13 @@ def _parse_preprocessing(pre: dict) -> dict:
         value = _typed(out, key, (int, float) if key == "fps" else int, f"preprocessing.{key}")
         if value <= 0:
             raise ProtocolError(f"preprocessing.{key}: must be positive, got {value}")
-    for key, choices in (("crop", CROP_RECIPES), ("landmark_backend", LANDMARK_BACKENDS),
-                         ("pose_backend", POSE_BACKENDS)):
-        if out[key] not in choices:
-            raise ProtocolError(f"preprocessing.{key}: {out[key]!r} is not one of {', '.join(choices)}")
+    _check_name(CROP_RECIPES, out["crop"], "preprocessing.crop")
+    _check_name(LANDMARK_BACKENDS, out["landmark_backend"], "preprocessing.landmark_backend")
+    if out["pose_backend"] != "none":  # none: the clips get no estimated pose
+        _check_name(POSE_BACKENDS, out["pose_backend"], "preprocessing.pose_backend")
+        if not POSE_BACKENDS.get(out["pose_backend"]).preprocessing:
+            raise ProtocolError(f"preprocessing.pose_backend: {out['pose_backend']!r} reads a "
+                                f"prediction's own pose and cannot estimate a clip's")
     for key in ("crop_params", "landmark_params"):
         if not isinstance(out[key], dict):
             raise ProtocolError(f"preprocessing.{key}: expected a mapping")
@@ -262,6 +273,7 @@ def _parse_windowing(win: Any) -> dict:
 
 def _parse_metric(entry: Any, i: int) -> MetricSpec:
     if isinstance(entry, str):
+        _check_name(METRICS, entry, f"metrics[{i}]")
         return MetricSpec(entry, entry, {})
     if not isinstance(entry, dict) or "name" not in entry:
         raise ProtocolError(f"metrics[{i}]: expected a metric name or a mapping with 'name'")
@@ -271,17 +283,24 @@ def _parse_metric(entry: Any, i: int) -> MetricSpec:
     params = entry.get("params", {}) or {}
     if not isinstance(params, dict):
         raise ProtocolError(f"metrics[{i}].params: expected a mapping")
+    _check_name(METRICS, entry["name"], f"metrics[{i}].name")
+    unknown = sorted(set(params) - set(METRICS.get(entry["name"]).defaults))
+    if unknown:
+        raise ProtocolError(f"metrics[{i}].params: unknown parameter(s) {unknown} of metric "
+                            f"{entry['name']}; known: {sorted(METRICS.get(entry['name']).defaults)}")
     return MetricSpec(str(entry["name"]), str(entry.get("label", entry["name"])), params)
 
 
 def _parse_method(entry: Any, i: int) -> MethodSpec:
     if isinstance(entry, str):
+        _check_name(METHODS, entry, f"methods[{i}]")
         return MethodSpec(entry)
     if not isinstance(entry, dict) or "name" not in entry:
         raise ProtocolError(f"methods[{i}]: expected a method name or a mapping with 'name'")
     for key in entry:
         if key not in ("name", "preset", "label", "config"):
             raise ProtocolError(f"methods[{i}].{key}: unknown key; allowed: config, label, name, preset")
+    _check_name(METHODS, entry["name"], f"methods[{i}].name")
     return MethodSpec(str(entry["name"]), str(entry.get("preset", "tiny")), entry.get("label"),
                       dict(entry.get("config", {}) or {}))
 

@@ -19,11 +19,10 @@ from tqdm import tqdm
 from baselines import build_method, method_class
 from baselines.base import Method
 from core.types import MethodInput, Prediction
-from core.hashing import key_of
 from core.errors import CheckpointError
-from core.hashing import file_sha256
+from core.hashing import code_fingerprint, file_sha256, key_of
 from core.types import Clip
-from bench.datasets import clip_hash, prepare_splits
+from bench.data.clips import clip_hash, prepare_splits
 from bench.experts import prepare as prepare_experts
 from core.io import write_json
 from core.paths import repo_root, talkbench_home
@@ -83,7 +82,11 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     data_key = key_of(protocol.hash, {name: [clip_hash(c) for c in clips] for name, clips in splits.items()})[:12]
     for spec in specs:
         method = build_method(spec.name, spec.preset, spec.config)
-        workdir = talkbench_home() / "runs" / protocol.id / spec.row / f"{method.config.hash()}-seed{seed}-data{data_key}"
+        # ... and by the method's code: an edited method is retrained, never loaded from the old
+        # code's checkpoint (whose predictions live in the same folder).
+        code = code_fingerprint(type(method))[:12]
+        workdir = (talkbench_home() / "runs" / protocol.id / spec.row
+                   / f"{method.config.hash()}-seed{seed}-data{data_key}-code{code}")
         if checkpoint is not None:  # predictions of a given checkpoint are kept apart from trained ones
             workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
         timings: dict[str, float] = {}
@@ -252,7 +255,7 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
         values = {}
         for clip_id, (lmk, found) in detections.items():
             clip = scorer.clips[clip_id]
-            key = key_of("detector_floor", metric.identity(), clip_hash(clip), scorer.extractor.identity())
+            key = key_of("detector_floor", metric.identity(), clip_hash(clip), scorer.extractor.cache_identity())
             got = scorer.clip_value(metric, key, lambda: ClipPair(
                 clip_id, {"landmarks": lmk}, {"landmarks": clip.landmarks}, frame_mask=found, fps=clip.fps))
             if "value" in got:

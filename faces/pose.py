@@ -57,6 +57,7 @@ import cv2
 import numpy as np
 
 from core.errors import MetricError
+from core.registry import Registry
 from core.types import ClipPair
 
 
@@ -200,20 +201,30 @@ def _frame_mask(pair: ClipPair, t: int) -> np.ndarray:
 
 
 class PoseBackend:
-    """Per-frame head rotation of a prediction: `angles(pair)` -> (T x 3 degrees, usable (T,))."""
+    """Per-frame head rotation of a prediction: `angles(pair)` -> (T x 3 degrees, usable (T,)).
+
+    `preprocessing`: whether the data pipeline can estimate a clip's pose with it (from detected
+    landmarks or frames); `given` reads a prediction's own pose and cannot."""
 
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]]
+    preprocessing: ClassVar[bool] = True
 
     def angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
 
+# Pose backends by name (a motion metric's `pose_backend`, the protocol's preprocessing one).
+POSE_BACKENDS: Registry[type[PoseBackend]] = Registry("pose backend")
+
+
+@POSE_BACKENDS.register
 class GivenPose(PoseBackend):
     """The prediction's own `pose` (T x >=3: yaw, pitch, roll in degrees first)."""
 
     name = "given"
     needs = ("pose",)
+    preprocessing = False
 
     def angles(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
         if "pose" not in pair.pred:
@@ -227,6 +238,7 @@ class GivenPose(PoseBackend):
         return angles, np.isfinite(angles).all(axis=1)
 
 
+@POSE_BACKENDS.register
 class PnPPose(PoseBackend):
     """solvePnP of the prediction's landmarks against `FACE_TEMPLATE_MM` (module docstring)."""
 
@@ -276,6 +288,7 @@ class PnPPose(PoseBackend):
         return angles, ok
 
 
+@POSE_BACKENDS.register
 class HopenetPose(PoseBackend):
     """Hopenet on the prediction's frames (`faces.hopenet`); the metric's device is honoured."""
 
@@ -296,17 +309,12 @@ class HopenetPose(PoseBackend):
         return self.estimator.angles(frames, landmarks, usable)
 
 
-POSE_BACKENDS: dict[str, type[PoseBackend]] = {"pnp": PnPPose, "given": GivenPose,
-                                                "hopenet": HopenetPose}
-
-
 def build_pose_backend(name: str, points: str = "rigid",
                        image_size: Optional[Sequence[float]] = None, focal: float = 1.0
                        ) -> PoseBackend:
     """A pose backend by name; `points`, `image_size` and `focal` configure pnp only."""
-    if name not in POSE_BACKENDS:
-        raise KeyError(f"unknown pose backend {name!r}; known: {sorted(POSE_BACKENDS)}")
-    return PnPPose(points, image_size, focal) if name == "pnp" else POSE_BACKENDS[name]()
+    cls = POSE_BACKENDS.get(name)
+    return cls(points, image_size, focal) if cls is PnPPose else cls()
 
 
 def positive_number(value: Any) -> bool:

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Optional, Sequence
 import numpy as np
 
 from core.errors import MetricError, MetricUnavailable  # noqa: F401  (the metric contract's errors)
+from core.hashing import code_fingerprint
+from core.registry import Registry
 from core.types import ClipPair
 
 
@@ -50,8 +52,11 @@ class Metric:
                              f"{sorted(choices, key=str)}, got {value!r}")
 
     def identity(self) -> dict:
-        """What a cached value depends on besides its inputs."""
-        return {"name": self.name, "version": self.version, "params": self.params}
+        """What a cached value depends on besides its inputs: name, version, parameters and the
+        fingerprint of the code that computes it (this class's module and every talkbench
+        module it imports), so an edited metric never returns a value its old code cached."""
+        return {"name": self.name, "version": self.version, "params": self.params,
+                "code": code_fingerprint(type(self))}
 
     def points_problem(self, points: tuple[int, ...]) -> Optional[str]:
         """Why predicted landmarks covering only `points` (iBUG-68 indices) cannot feed this
@@ -69,3 +74,19 @@ class Metric:
     def aggregate(self, values: Sequence[float]) -> float:
         """Set value from per-clip values: the mean over clips (every reference averages per video)."""
         return float(np.mean(values)) if len(values) else float("nan")
+
+
+# Every metric class, by name: the modules of this package register with `@register`, other
+# installed distributions through the entry-point group `talkbench.metrics`.
+METRICS: Registry[type[Metric]] = Registry("metric", packages=("metrics",),
+                                           entry_point_group="talkbench.metrics")
+register = METRICS.register
+
+
+def build_metric(name: str, params: dict[str, Any] | None = None) -> Metric:
+    """The metric `name` with a protocol entry's parameters (unknown ones are a ValueError)."""
+    return METRICS.get(name)(**(params or {}))
+
+
+def available_metrics() -> list[str]:
+    return METRICS.names()

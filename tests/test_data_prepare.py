@@ -23,7 +23,7 @@ from bench.data.decode import iter_frames, read_audio
 from bench.data.prepare import (Settings, entry_dir, load_clip, prepare_items, prepare_protocol,
                                 read_entry)
 from bench.data.raw import RawItem, register_source
-from bench.datasets import split_by_time
+from bench.data.clips import split_by_time
 from bench.data.video import write_mp4
 
 FRAMES = 30

@@ -15,7 +15,7 @@ import pytest
 from bench.cli import main as cli_main
 from bench.data import fake_trees
 from bench.data.check import check
-from bench.data.grid import alignment_text, decode_utterance
+from bench.data.sources.grid import alignment_text, decode_utterance
 from bench.data.raw import DatasetError, dataset_root, source
 from bench.data.video import VideoError, probe
 
@@ -179,7 +179,7 @@ def test_tcdtimit_groups_and_separate_wav(trees):
 
 
 def test_hdtf_speaker_is_the_person_not_the_video():
-    from bench.data.hdtf import speaker_of
+    from bench.data.sources.hdtf import speaker_of
 
     assert speaker_of("WRA", "CoryGardner0") == speaker_of("WRA", "CoryGardner") == "WRA_CoryGardner"
     assert speaker_of("WDA", "WhipJimClyburn") == speaker_of("WDA", "JamesClyburn1") == "WDA_JamesClyburn"

@@ -22,7 +22,7 @@ from bench.cli import main
 from bench.data.check import check
 from bench.data.fake_trees import build_fake_tree
 from bench.data.prepare import prepare_protocol
-from bench.datasets import load_splits
+from bench.data.clips import load_splits
 from bench.protocol import load_protocol, protocol_path
 from bench.runner import run
 

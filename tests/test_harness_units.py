@@ -79,7 +79,7 @@ def test_gap_filled_reference_frames_are_left_out_of_landmark_metrics(tmp_path):
     from core.types import Prediction
     from core.cache import Cache
     from core.types import Clip
-    from bench.datasets import window_clip
+    from bench.data.clips import window_clip
     from bench.protocol import load_protocol
     from bench.scoring import Scorer
     from metrics import build_metric

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bench.cli import main
-from bench.datasets import load_splits
+from bench.data.clips import load_splits
 from bench.protocol import load_protocol
 from bench.runner import run, score_directory
 from bench.scoring import Scorer

@@ -218,14 +218,14 @@ _CREMAD = (("DFA", "ANG", "HI"), ("IEO", "NEU", "XX"), ("TSI", "HAP", "LO"), ("W
 
 
 def _plan_cremad(root, speakers, per_speaker, rng):
-    from bench.data.cremad import EMOTIONS, SENTENCES, intensity_of
+    from bench.data.sources.cremad import EMOTION_CODES, SENTENCES, intensity_of
 
     clips = []
     for n, spk in enumerate(speakers):
         for i in range(per_speaker):
             sentence, code, level = _CREMAD[(n + i) % len(_CREMAD)]
             stem = f"{spk}_{sentence}_{code}_{level}"
-            emotion = EMOTIONS[code]
+            emotion = EMOTION_CODES[code]
             words = SENTENCES[sentence].split()
             clips.append(FakeClip(stem, spk, root / "VideoFlash" / f"{stem}.flv",
                               root / "AudioWAV" / f"{stem}.wav", emotion,
@@ -234,7 +234,7 @@ def _plan_cremad(root, speakers, per_speaker, rng):
 
 
 def _grid_code(words: list[str]) -> str:
-    from bench.data import grid
+    from bench.data.sources import grid
 
     inverse = [{v: k for k, v in table.items()} for table in
                (grid.COMMANDS, grid.COLOURS, grid.PREPOSITIONS)]

@@ -53,7 +53,7 @@ import numpy as np
 
 from core import cache as cache_mod
 from core import hashing
-from core.hashing import key_of
+from core.hashing import code_fingerprint, key_of
 from core.io import write_json
 from core.types import Clip
 from faces import crops
@@ -144,7 +144,13 @@ def file_sha256(path: Path, root: Path) -> str:
 def cache_key(item: RawItem, settings: Settings, root: Path) -> str:
     audio = file_sha256(Path(item.audio), root) if item.audio is not None else None
     return key_of("prepared-clip", file_sha256(Path(item.video), root), audio,
-                            item.start, item.end, settings.identity())
+                  item.start, item.end, settings.identity(), pipeline_code())
+
+
+def pipeline_code() -> str:
+    """Fingerprint of the preprocessing code (this module and the data, face and core modules it
+    uses): a prepared clip made by other code is never returned."""
+    return code_fingerprint(__name__, packages=("core", "faces", "bench.data"))
 
 
 def entry_dir(root: Path, key: str) -> Path:
@@ -295,7 +301,7 @@ def _process(item: RawItem, settings: Settings, out: Path) -> dict:
     frames = partial(iter_frames, video, settings.fps, item.start, item.end, info)
 
     windows = None
-    if settings.crop in crops.FACE_RECIPES:
+    if crops.needs_face(settings.crop):
         windows = _face_windows(frames(), settings, info, video)
     else:  # one window for every frame
         static = crops.static_windows(settings.crop, settings.crop_params, info.width, info.height, 1)[0]

@@ -1,8 +1,8 @@
 """Raw dataset items: what a dataset adapter finds on disk, before any preprocessing.
 
 Every real dataset (MEAD, CREMA-D, GRID, TCD-TIMIT, HDTF, VoxCeleb2, person-specific video) has a
-module in `bench/data/` with one function, ``discover(root, options) -> list[RawItem]``, registered
-in `SOURCES`. Discovery only reads the directory tree and the metadata that file names carry; it
+module in `bench/data/sources/` with one function, ``discover(root, options) -> list[RawItem]``,
+registered in `DATASETS`. Discovery only reads the directory tree and the metadata that file names carry; it
 never decodes media, so `talkbench data check` is fast. The preprocessing pipeline
 (`bench/data/prepare.py`) turns each RawItem into a cached, protocol-conformant `Clip`.
 
@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
+
+from core.registry import Registry
 
 
 class DatasetError(ValueError):
@@ -47,37 +49,42 @@ class RawItem:
 
 Discover = Callable[[Path, dict], list[RawItem]]
 
-# name -> discover function; filled by the adapter modules (see `source`).
-SOURCES: dict[str, Discover] = {}
 
-# Adapter modules, imported on first use so that `import bench` stays light.
-SOURCE_MODULES = {
-    "mead": "bench.data.mead",
-    "cremad": "bench.data.cremad",
-    "grid": "bench.data.grid",
-    "tcdtimit": "bench.data.tcdtimit",
-    "hdtf": "bench.data.hdtf",
-    "voxceleb2": "bench.data.voxceleb2",
-    "person_specific": "bench.data.person_specific",
-}
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset talkbench can read: a real corpus (`discover` lists its RawItems, which
+    `bench.data.prepare` turns into clips) or a generated one (`load(protocol, progress)` returns
+    its clips directly: synthtalk)."""
+
+    name: str
+    discover: Optional[Discover] = None
+    load: Optional[Callable[..., list]] = None
+
+    @property
+    def real(self) -> bool:
+        return self.discover is not None
+
+
+# Every dataset by name; the modules of `bench.data.sources` register themselves.
+DATASETS: Registry[DatasetSpec] = Registry("dataset", packages=("bench.data.sources",))
 
 
 def register_source(name: str) -> Callable[[Discover], Discover]:
+    """Decorator of a real dataset's ``discover(root, options) -> list[RawItem]``."""
     def wrap(fn: Discover) -> Discover:
-        SOURCES[name] = fn
+        DATASETS.register(DatasetSpec(name, discover=fn))
         return fn
     return wrap
 
 
 def source(name: str) -> Discover:
-    """The discover function of a dataset, importing its module on first use."""
-    if name not in SOURCES and name in SOURCE_MODULES:
-        import importlib
-
-        importlib.import_module(SOURCE_MODULES[name])
-    if name not in SOURCES:
-        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(SOURCE_MODULES)}")
-    return SOURCES[name]
+    """The discover function of a real dataset."""
+    if name not in DATASETS:
+        raise DatasetError(DATASETS.unknown(name))
+    spec = DATASETS.get(name)
+    if spec.discover is None:
+        raise DatasetError(f"dataset {name!r} is generated, not read from a folder")
+    return spec.discover
 
 
 def root_env_var(name: str) -> str:

@@ -1,6 +1,6 @@
 """Build and load the synthtalk corpus: 12 speakers, GRID-like sentences, MEAD's 8 emotions.
 
-Layout under the corpus folder (default `$TALKBENCH_HOME/synthtalk/v{VERSION}-{size}-seed{seed}`):
+Layout under the corpus folder (default `$TALKBENCH_HOME/synthtalk/v{VERSION}-{size}-seed{seed}-code{fingerprint}`):
 
     clips/<clip_id>.npz   audio, landmarks, landmarks3d, pose, aus, motion, identity3d, phonemes...
     index.json            written last: version, seed, size, speakers (voice, appearance), clips
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core.constants import EMOTIONS, SAMPLE_RATE
-from core.hashing import file_sha256
+from core.hashing import code_fingerprint, file_sha256
 from core.io import atomic_write_bytes
 
 from core.types import Clip
@@ -173,7 +173,13 @@ def clips_per_speaker(size: str | int) -> int:
 def default_root(size: str | int = "small", seed: int = 0) -> Path:
     from core.paths import talkbench_home
 
-    return talkbench_home() / "synthtalk" / f"v{VERSION}-{size}-seed{seed}"
+    return talkbench_home() / "synthtalk" / f"v{VERSION}-{size}-seed{seed}-code{generator_code()[:12]}"
+
+
+def generator_code() -> str:
+    """Fingerprint of the generator's code (this package and the constants it uses): an edited
+    renderer or speech synthesis builds a new corpus instead of reusing the old one."""
+    return code_fingerprint(__name__, packages=("bench.data.synthtalk", "core.constants"))
 
 
 def _index_is_complete(root: Path, seed: int, per_speaker: int) -> bool:

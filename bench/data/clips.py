@@ -5,26 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
 from core.types import Clip
+from bench.data.prepare import prepare_protocol
+from bench.data.raw import DATASETS
 from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split
 
 
-def _synthtalk(protocol: Protocol, progress: bool = True) -> list[Clip]:
-    from bench.data.synthtalk import corpus
-
-    options = dict(protocol.dataset_options)
-    unknown = set(options) - {"size", "seed"}
-    if unknown:
-        raise ProtocolError(f"dataset.options: unknown option(s) {sorted(unknown)} for synthtalk")
-    root = corpus.build(size=options.get("size", "small"), seed=int(options.get("seed", 0)), progress=progress)
-    return corpus.load_clips(root)
-
-
-ADAPTERS: dict[str, Callable[..., list[Clip]]] = {"synthtalk": _synthtalk}
 _ROOTS: dict[str, object] = {}  # dataset -> the root last given for it in this process
 
 
@@ -38,7 +28,7 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
                    ) -> tuple[dict[str, list[Clip]], Optional[dict]]:
     """The splits and, for a real dataset, its preparation manifest (None for synthtalk).
 
-    Real datasets (`bench.data.raw.SOURCES`) go through `bench.data.prepare` (cached: a second
+    Real datasets (`bench.data.raw.DATASETS` entries with a `discover`) go through `bench.data.prepare` (cached: a second
     call only reads the cache) under `root` or $TALKBENCH_DATA_<NAME>.
     """
     manifest = None
@@ -46,16 +36,12 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
     # A root named once in this process is remembered, so later reloads of the same dataset
     # (the report's figures) find it without the caller passing it again.
     root = _ROOTS[protocol.dataset] = root or _ROOTS.get(protocol.dataset)
-    if protocol.dataset in ADAPTERS:
-        clips = ADAPTERS[protocol.dataset](protocol, progress=progress)
+    if protocol.dataset not in DATASETS:
+        raise ProtocolError(f"dataset.name: {DATASETS.unknown(protocol.dataset)}")
+    spec = DATASETS.get(protocol.dataset)
+    if not spec.real:
+        clips = spec.load(protocol, progress=progress)
     else:
-        from bench.data.raw import SOURCE_MODULES, SOURCES
-
-        if protocol.dataset not in SOURCES and protocol.dataset not in SOURCE_MODULES:
-            known = sorted(set(ADAPTERS) | set(SOURCES) | set(SOURCE_MODULES))
-            raise ProtocolError(f"dataset.name: unknown dataset {protocol.dataset!r}; known: {known}")
-        from bench.data.prepare import prepare_protocol
-
         prepared = prepare_protocol(protocol, root, workers, progress)
         clips, manifest = prepared.clips, {**prepared.manifest, "manifest": str(prepared.manifest_path)}
         # A speaker whose items all failed preparation is still part of the dataset: the split

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from bench.data.raw import DatasetError, RawItem, not_dataset, parse_options, register_source
 
-EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fear", "HAP": "happy", "NEU": "neutral",
-            "SAD": "sad"}
+EMOTION_CODES = {"ANG": "angry", "DIS": "disgusted", "FEA": "fear", "HAP": "happy", "NEU": "neutral",
+                 "SAD": "sad"}
 LEVELS = {"LO": 1, "MD": 2, "HI": 3, "XX": 2}
 SENTENCES = {
     "IEO": "It's eleven o'clock",
@@ -51,9 +51,9 @@ def intensity_of(emotion: str, level: str) -> int:
 def discover(root: Path, options: dict) -> list[RawItem]:
     root = Path(root)
     opts = parse_options("cremad", options,
-                         {"emotions": list(EMOTIONS.values()), "levels": list(LEVELS),
+                         {"emotions": list(EMOTION_CODES.values()), "levels": list(LEVELS),
                           "sentences": list(SENTENCES)},
-                         {"emotions": EMOTIONS.values(), "levels": LEVELS, "sentences": SENTENCES})
+                         {"emotions": EMOTION_CODES.values(), "levels": LEVELS, "sentences": SENTENCES})
     videos = root / "VideoFlash"
     if not videos.is_dir():
         raise not_dataset("CREMA-D", root, LAYOUT)
@@ -63,12 +63,12 @@ def discover(root: Path, options: dict) -> list[RawItem]:
         if not match:
             continue  # not a CREMA-D clip name
         actor, sentence, code, level = match.groups()
-        if int(actor) not in ACTORS or sentence not in SENTENCES or code not in EMOTIONS \
+        if int(actor) not in ACTORS or sentence not in SENTENCES or code not in EMOTION_CODES \
                 or level not in LEVELS:
             raise DatasetError(f"{video}: not a CREMA-D name (actor 1001-1091, sentence one of "
-                               f"{sorted(SENTENCES)}, emotion one of {sorted(EMOTIONS)}, level one "
+                               f"{sorted(SENTENCES)}, emotion one of {sorted(EMOTION_CODES)}, level one "
                                f"of {sorted(LEVELS)})")
-        emotion = EMOTIONS[code]
+        emotion = EMOTION_CODES[code]
         if emotion not in opts["emotions"] or level not in opts["levels"] \
                 or sentence not in opts["sentences"]:
             continue
