@@ -8,7 +8,7 @@ import pytest
 from skimage import data
 
 from core.errors import MetricUnavailable
-from faces.extractors import EXTRACTORS, DlibExtractor, ExtractorResult, LandmarkExtractor, build_extractor, dlib_predictor_path
+from faces.extractors import LANDMARK_BACKENDS, DlibExtractor, ExtractorResult, LandmarkExtractor, build_extractor, dlib_predictor_path
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_identity_and_registry():
     assert ident["name"] == "dlib" and ident["upsample"] == 0
     assert ident["predictor"] == "shape_predictor_68_face_landmarks.dat"
     assert ident["predictor_bytes"] > 50_000_000
-    assert EXTRACTORS["dlib"] is DlibExtractor
+    assert LANDMARK_BACKENDS["dlib"] is DlibExtractor
     e = build_extractor("dlib", upsample=0)
     assert isinstance(e, DlibExtractor) and isinstance(e, LandmarkExtractor) and e.upsample == 0
     with pytest.raises(KeyError, match="known: \\['dlib', 'fan'"):

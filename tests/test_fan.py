@@ -9,7 +9,7 @@ from skimage import data
 
 from core import weights
 from core.errors import MetricUnavailable
-from faces.extractors import EXTRACTORS, FanExtractor, build_extractor
+from faces.extractors import LANDMARK_BACKENDS, FanExtractor, build_extractor
 from faces.fan import build_network, center_scale, load_network
 
 face_alignment = pytest.importorskip("face_alignment")
@@ -74,6 +74,6 @@ def test_unavailable_paths(monkeypatch, tmp_path):
 
 
 def test_registry():
-    assert "fan" in EXTRACTORS
+    assert "fan" in LANDMARK_BACKENDS
     spec = weights.get_spec("fan_2d")
     assert spec.url.endswith(spec.filename) and spec.sha256_prefix == "11f355bf06"

@@ -10,7 +10,7 @@ import pytest
 
 from core import weights
 from core.errors import MetricUnavailable
-from faces.extractors import EXTRACTORS, LAYOUTS, ExtractorResult, build_extractor
+from faces.extractors import LANDMARK_BACKENDS, LAYOUTS, ExtractorResult, build_extractor
 from faces.mediapipe_mesh import CONTENT_57, MEDIAPIPE_131, POSE_74, UPPER_OVAL, select_131
 
 
@@ -49,7 +49,7 @@ def test_result_layout():
 
 
 def test_registry_and_unavailable_path():
-    assert "mediapipe" in EXTRACTORS
+    assert "mediapipe" in LANDMARK_BACKENDS
     spec = weights.get_spec("face_landmarker")
     assert spec.filename == "face_landmarker.task" and spec.url.endswith(spec.filename)
     extractor = build_extractor("mediapipe")

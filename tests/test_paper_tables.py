@@ -134,9 +134,8 @@ def test_explicit_splits_are_disjoint_and_pinned():
 def test_metric_entries_name_registered_metrics_and_known_parameters(pid):
     """Metric names and parameter names are checked without building the metrics (building needs
     weights, and pose_backend hopenet comes with the Hopenet backend)."""
-    from metrics import METRICS, _load_builtin
+    from metrics import METRICS
 
-    _load_builtin()
     for m in load_protocol(pid).metrics:
         assert m.name in METRICS, f"{pid}: unknown metric {m.name}"
         unknown = set(m.params) - set(METRICS[m.name].defaults)
