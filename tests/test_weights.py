@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import weights_cli
 from core import weights
 from core.weights import WeightSpec, WeightsError
 from core.errors import MetricUnavailable
@@ -311,7 +312,7 @@ def test_download_network_failures_leave_nothing(server, monkeypatch, tmp_path):
 def run_cli(argv):
     parser = argparse.ArgumentParser(prog="talkbench")
     sub = parser.add_subparsers(dest="command", required=True)
-    weights.add_cli(sub)
+    weights_cli.add_cli(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
