@@ -241,7 +241,7 @@ def reference_activations(reference, clips, folder: Path) -> np.ndarray:
 # -------------------------------------------------------------------------------- SyncNet reference
 # Written from the prose of `reference/metrics.md` §1.2-1.3 (joonson's SyncNetInstance.evaluate /
 # calc_pdist and run_pipeline.py's crop_video), one step at a time, independent of the vectorised
-# code in metrics.syncnet.
+# code in metrics.syncnet.features.
 
 def ref_calc_pdist(feat1: np.ndarray, feat2: np.ndarray, vshift: int) -> list[list[float]]:
     """dists[i][k]: distance of video window i to the zero-padded audio at row i + k."""

@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-from bench import weights_cli
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -168,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_perf)
 
-    from bench import calibrate, experts, sanity
+    from bench import au_thresholds, calibrate, experts, sanity, weights_cli
 
-    for module in (weights_cli, calibrate, experts, sanity):
+    for module in (weights_cli, calibrate, au_thresholds, experts, sanity):
         module.add_cli(sub)
     return parser
 

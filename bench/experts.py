@@ -2,9 +2,9 @@
 
 The official ``syncnet_v2.model`` can only be downloaded, so a protocol whose data comes with
 talkbench (synthtalk) would have no lip-sync metric offline. An *expert* is the talkbench SyncNet
-network (`metrics.syncnet.SyncNet`, the same layer list) at a reduced channel width, trained here on
+network (`metrics.syncnet.net.SyncNet`, the same layer list) at a reduced channel width, trained here on
 the protocol's **train split only** (test clips are never seen) and then scored through the
-unchanged evaluation code (`metrics.syncnet.evaluate`).
+unchanged evaluation code (`metrics.syncnet.features.evaluate`).
 
 Inputs are exactly the evaluation's: 25 fps video, 5-frame windows of 224 x 224 BGR crops made by
 the protocol's crop recipe (`syncnet_crops` on median-filtered landmark boxes of the reference

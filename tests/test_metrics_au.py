@@ -1,4 +1,5 @@
-"""AU-F1 / AU-Acc (TCSAN protocol): geometric detector, threshold fitting, OpenFace CSVs."""
+"""AU-F1 / AU-Acc (TCSAN protocol): geometric detector, scores, OpenFace CSVs (the threshold
+fitting is tested in tests/test_au_thresholds.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import pytest
 
 from bench.data.synthtalk import corpus, face
 from metrics import available_metrics, build_metric
-from metrics.au import (AU_NAMES, GEOMETRIC_THRESHOLDS, AUScore, au_features, au_scores,
-                        detect_geometric, fit_report, fit_threshold, format_fit_report, frontalise,
+from metrics.au import (AU_NAMES, AUScore, au_features, au_scores, detect_geometric, frontalise,
                         read_openface_csv)
 from core.types import ClipPair
 from core.errors import MetricError, MetricUnavailable
@@ -112,27 +112,6 @@ def test_au_scores_by_hand():
     assert AUScore(0, 0, 0, 0).as_dict()["n"] == 0
     with pytest.raises(ValueError):
         au_scores(pred[:, :4], labels[:, :4])
-
-
-def test_fit_threshold_by_hand():
-    assert fit_threshold([1, 2, 3, 4, 10, 11, 12], [0, 0, 0, 0, 1, 1, 1]) == (7.0, 1.0)
-    cut, f1 = fit_threshold([1, 2, 3, 4], [0, 1, 0, 1])  # all positive: F1 = 4/5
-    assert (cut, f1) == (pytest.approx(1.5), pytest.approx(0.8))
-    cut, f1 = fit_threshold([0.1, 0.2, np.nan, 0.9, 0.8], [0, 0, 1, 1, 1])  # NaN ignored
-    assert cut == pytest.approx(0.5) and f1 == 1.0
-    with pytest.raises(ValueError, match="positive"):
-        fit_threshold([1, 2], [0, 0])
-
-
-def test_fit_report_on_a_tiny_corpus():
-    report = fit_report(size=1, seed=0)
-    assert set(report["thresholds"]) == set(AU_NAMES)
-    assert report["frames"]["fit"] > 300 and report["frames"]["held_out"] > 100
-    assert report["rows"]["AU25"]["fit"]["f1"] > 0.95
-    for name in report["not_fitted"]:  # no positive label in so few clips: stored value kept
-        assert report["thresholds"][name] == GEOMETRIC_THRESHOLDS[name]
-    text = format_fit_report(report)
-    assert "GEOMETRIC_THRESHOLDS" in text and "held_out" in text
 
 
 # ----------------------------------------------------------------------------- metrics, geometric

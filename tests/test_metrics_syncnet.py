@@ -17,6 +17,8 @@ import torch
 from metrics import build_metric
 from faces import crops
 from metrics import syncnet as sn
+from metrics.syncnet import features as sn_features
+from metrics.syncnet import metrics as sn_metrics
 from core.types import ClipPair
 from core.errors import MetricError, MetricUnavailable
 
@@ -243,7 +245,8 @@ def _timed_clip(t: int, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
     m = 1 + math.ceil((len(audio) - 400) / 160)  # python_speech_features' frame count
     assert m == python_speech_features.mfcc(np.zeros(len(audio), np.int16), 16000).shape[0]
     ramp = np.broadcast_to(np.arange(m, dtype=np.float32) / 4, (13, m)).copy()
-    monkeypatch.setattr(sn, "mfcc_features", lambda a, sr=16000: ramp)
+    # patched where `evaluate` looks it up
+    monkeypatch.setattr(sn_features, "mfcc_features", lambda a, sr=16000: ramp)
     return video, audio
 
 
@@ -456,7 +459,7 @@ def test_syncnet_crop_uses_reference_boxes_for_prediction_and_truth(weights_file
         seen.append((frames.copy(), boxes))
         return real(frames, boxes, crop_scale)
 
-    monkeypatch.setattr(sn, "syncnet_crops", spy)
+    monkeypatch.setattr(sn_metrics, "syncnet_crops", spy)  # where the metrics look it up
     v_pred, v_gt = metric.clip_value(pair), metric.clip_value(gt_pair)
     assert len(seen) == 2
     (f_pred, b_pred), (f_gt, b_gt) = seen

@@ -2,7 +2,7 @@
 
 The reference here is written from the prose of `reference/metrics.md` §1.2-1.3 (joonson's
 ``SyncNetInstance.evaluate`` / ``calc_pdist`` and ``run_pipeline.py``'s ``crop_video``), one step at
-a time the way those scripts go, independent of ``metrics.syncnet``'s vectorised code:
+a time the way those scripts go, independent of ``metrics.syncnet.features``' vectorised code:
 
 * ``calc_pdist`` and the offset / confidence / minimum logic in plain NumPy float64 with Python loops
   (one window, one offset at a time), compared with the batched torch float32 functions on random
