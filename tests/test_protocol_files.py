@@ -215,3 +215,63 @@ def test_package_data_ships_every_protocol_file():
     shipped = {p for pattern in patterns for p in SHIPPED.glob(pattern)}  # setuptools globs them the same way
     unshipped = sorted(p.relative_to(SHIPPED).as_posix() for p in files - shipped)
     assert not unshipped, f"protocols/ files a wheel would leave out: {unshipped}"
+
+
+def _chain(folder: Path, pid: str) -> list[str]:
+    """The files a protocol reads, itself first, following `extends` (shipped files use ids)."""
+    names = [f"{pid}.yaml"]
+    while "extends" in (raw := yaml.safe_load((folder / names[-1]).read_text())):
+        names.append(f"{raw['extends']}.yaml")
+    return names
+
+
+def _split_file_of(folder: Path, pid: str):
+    """The split file a protocol uses: named by the nearest file of its chain that states a split."""
+    for name in _chain(folder, pid):
+        split = yaml.safe_load((folder / name).read_text()).get("split")
+        if split is not None:
+            return split.get("file")
+    return None
+
+
+def test_a_change_in_a_shipped_base_or_split_file_changes_every_protocol_that_uses_it(tmp_path, monkeypatch):
+    folder = Path(shutil.copytree(SHIPPED, tmp_path / "protocols", ignore=shutil.ignore_patterns("__pycache__")))
+    monkeypatch.setattr(bp, "PROTOCOL_DIR", folder)
+    ids = list_protocols()
+    before = {pid: load_protocol(pid).hash for pid in ids}
+    assert before == {pid: load_protocol(pid).hash for pid in ids} and len(set(before.values())) == len(ids)
+    bases = sorted(p.name for p in folder.glob("_*.yaml"))
+    split_files = sorted(f"splits/{p.name}" for p in (folder / "splits").glob("*.yaml"))
+    users = {name: {pid for pid in ids if name in _chain(folder, pid)} for name in bases}
+    users |= {name: {pid for pid in ids if _split_file_of(folder, pid) == name} for name in split_files}
+    assert users["splits/mead.yaml"] == {"kfusion_t1_mead", "kfusion_t2_mead", "spear_t1_mead", "spear_t2_mead",
+                                         "spear_t3_mead"}
+    assert users["_tcsan.yaml"] == {pid for pid in ids if pid.startswith("tcsan_")}
+    assert {"splits/hdtf.yaml", "splits/grid.yaml", "splits/tcdtimit.yaml"} <= set(users)
+    for name, expected in users.items():
+        assert expected, f"{name} is used by no protocol"
+        path = folder / name
+        original = path.read_text()
+        body = yaml.safe_load(original)
+        if name.startswith("splits/"):
+            body["test"] = body["test"] + ["ZZ999"]
+        else:
+            body["bootstrap"] = {**body.get("bootstrap", {}), "seed": 7}
+        path.write_text(yaml.safe_dump(body, sort_keys=False))
+        changed = {pid for pid in ids if load_protocol(pid).hash != before[pid]}
+        path.write_text(original)
+        assert changed == expected, name
+
+
+def test_each_speaker_list_is_stated_once():
+    """The MEAD, HDTF, GRID and TCD-TIMIT lists live in protocols/splits; no protocol file copies one."""
+    split_lists = {}
+    for path in sorted((SHIPPED / "splits").glob("*.yaml")):
+        for where, names in _speaker_lists(yaml.safe_load(path.read_text()), f"splits/{path.name}"):
+            split_lists[tuple(names)] = where
+    assert {w.split(":")[0] for w in split_lists.values()} >= {"splits/mead.yaml", "splits/hdtf.yaml",
+                                                              "splits/grid.yaml", "splits/tcdtimit.yaml"}
+    copies = [(path.name, where, split_lists[tuple(names)]) for path in sorted(SHIPPED.glob("*.yaml"))
+              for where, names in _speaker_lists(yaml.safe_load(path.read_text()), path.name)
+              if names and tuple(names) in split_lists]
+    assert not copies, f"speaker lists copied from a split file: {copies}"
