@@ -5,13 +5,34 @@ options, preprocessing, the split, clip windowing, the metric list with paramete
 methods and the paper's reference results. It is validated on load — every error names the bad
 key — and hashed (sha256 of its canonical JSON form) so each result records exactly which protocol
 produced it.
+
+A protocol file states only what differs from its base:
+
+- `extends: <id or file>` names the base: a `.yaml`/`.yml` path relative to the file's folder, or
+  an id looked up in that folder, then in `protocols/`. Bases whose name starts with `_`
+  (`protocols/_tcsan.yaml`) hold what a paper's tables share and are not runnable protocols
+  themselves (`list_protocols` leaves them out). A base may extend another base; a cycle is an
+  error naming the chain.
+- Merge rule: the file's keys win over its base's; mappings are merged key by key, at any depth
+  (`preprocessing: {fps: 30}` changes only the frame rate), except `dataset`, `split` and
+  `windowing`, which are replaced whole because their other keys depend on one choice
+  (`dataset.name`, `split.rule`, `windowing.mode`); lists (metrics, methods, reference_results,
+  speaker lists) are replaced whole. A file cannot remove a key its base sets.
+- `split: {rule: explicit, file: splits/mead.yaml}` takes the train/val/test speaker lists from a
+  split file (a mapping of split name to list, relative to the folder of the file that names it).
+
+`extends` and `split.file` are resolved before validation and hashing: `Protocol.raw` and
+`Protocol.hash` are those of the fully resolved protocol, which hashes the same as the same content
+written out in one file, and changes when a base or a split file it uses changes.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -84,31 +105,133 @@ class Protocol:
 
 # -- loading ---------------------------------------------------------------------------------------
 
+BASE_PREFIX = "_"  # protocols/_<name>.yaml: a base that protocols extend, not a protocol to run
+REPLACED_WHOLE = ("dataset", "split", "windowing")  # merged as one value, not key by key
+
+
 def protocol_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
     candidate = PROTOCOL_DIR / f"{name_or_path}.yaml"
-    if candidate.exists():
+    if candidate.exists() and not str(name_or_path).startswith(BASE_PREFIX):
         return candidate
-    known = sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
-    raise ProtocolError(f"no protocol {name_or_path!r}; known protocols: {known}")
+    if candidate.exists():
+        raise ProtocolError(f"{name_or_path!r} is a base that protocols extend, not a protocol to run; "
+                            f"known protocols: {list_protocols()}")
+    raise ProtocolError(f"no protocol {name_or_path!r}; known protocols: {list_protocols()}")
 
 
 def list_protocols() -> list[str]:
-    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml") if not p.stem.startswith(BASE_PREFIX))
 
 
 def load_protocol(name_or_path: str | Path) -> Protocol:
     path = protocol_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ProtocolError(f"{path}: not valid YAML: {exc}") from exc
+    bases: list[Path] = []
+    raw = _resolve(path, (), bases)
     try:
         return parse_protocol(raw, path)
     except ProtocolError as exc:
-        raise ProtocolError(f"{path.name}: {exc}") from None
+        extends = f" (extends {' -> '.join(_shown(b) for b in bases)})" if bases else ""
+        raise ProtocolError(f"{path.name}{extends}: {exc}") from None
+
+
+def resolve_protocol_file(path: str | Path) -> dict[str, Any]:
+    """The protocol in `path` as one mapping: its bases merged under it (`extends`, recursively)
+    and split files inlined (`split.file`). This is what is validated and hashed."""
+    return _resolve(Path(path), (), [])
+
+
+def _resolve(path: Path, chain: tuple[Path, ...], bases: list[Path]) -> dict[str, Any]:
+    """`chain`: the files that extend this one (cycle check); `bases` collects the bases read."""
+    here = path.resolve()
+    if here in chain:
+        names = " -> ".join(_shown(p) for p in (*chain, here))
+        raise ProtocolError(f"extends: cycle {names}")
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"{_shown(path)}: the protocol must be a mapping of keys to values")
+    if isinstance(raw.get("split"), dict) and "file" in raw["split"]:
+        raw["split"] = _inline_split_file(raw["split"], path)
+    if "extends" not in raw:
+        return raw
+    base_path = _base_path(raw.pop("extends"), path)
+    bases.append(base_path)
+    return merge_protocols(_resolve(base_path, (*chain, here), bases), raw)
+
+
+def merge_protocols(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base` by the merge rule of the module docstring; neither is changed."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if key in REPLACED_WHOLE:
+            out[key] = copy.deepcopy(value)
+        else:
+            out[key] = _merged(out.get(key), value)
+    order = [k for k in _TOP_KEYS if k in out] + [k for k in out if k not in _TOP_KEYS]
+    return {k: out[k] for k in order}
+
+
+def _merged(base: Any, value: Any) -> Any:
+    if not (isinstance(base, dict) and isinstance(value, dict)):
+        return copy.deepcopy(value)
+    out = copy.deepcopy(base)
+    for key, v in value.items():
+        out[key] = _merged(out.get(key), v)
+    return out
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProtocolError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _shown(path: Path) -> str:
+    """A path as errors show it: relative to protocols/ when it is in there."""
+    try:
+        return str(path.resolve().relative_to(PROTOCOL_DIR.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _base_path(ref: Any, path: Path) -> Path:
+    if not isinstance(ref, str) or not ref:
+        raise ProtocolError(f"{_shown(path)}: extends: expected a protocol id or a .yaml path, got {ref!r}")
+    if ref.endswith((".yaml", ".yml")):
+        candidates = [path.parent / ref]
+    else:
+        candidates = [path.parent / f"{ref}.yaml", PROTOCOL_DIR / f"{ref}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise ProtocolError(f"{_shown(path)}: extends: no base {ref!r} (looked for {looked})")
+
+
+def _inline_split_file(split: dict, path: Path) -> dict:
+    """`{rule: explicit, file: F}` -> `{rule: explicit, train: [...], val: [...], test: [...]}`."""
+    where = f"{_shown(path)}: split.file"
+    ref = split["file"]
+    if split.get("rule") != "explicit":
+        raise ProtocolError(f"{where}: only rule 'explicit' takes a split file (rule is {split.get('rule')!r})")
+    if not isinstance(ref, str) or not ref:
+        raise ProtocolError(f"{where}: expected a path relative to {path.parent}, got {ref!r}")
+    extra = sorted(set(split) - {"rule", "file"})
+    if extra:
+        raise ProtocolError(f"{where}: the speaker lists come from {ref}; remove split.{', split.'.join(extra)}")
+    file = path.parent / ref
+    if not file.is_file():
+        raise ProtocolError(f"{where}: no split file {file}")
+    lists = _read_yaml(file)
+    if not isinstance(lists, dict):
+        raise ProtocolError(f"{_shown(file)}: a split file is a mapping of {', '.join(SPLITS)} to speaker lists")
+    for key in lists:
+        if key not in SPLITS:
+            raise ProtocolError(f"{_shown(file)}: unknown key {key!r}; a split file holds {', '.join(SPLITS)}")
+    return {"rule": "explicit", **{name: lists[name] for name in SPLITS if name in lists}}
 
 
 def protocol_hash(raw: dict[str, Any]) -> str:
@@ -126,6 +249,10 @@ _TOP_KEYS = {
 def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
     if not isinstance(raw, dict):
         raise ProtocolError("the protocol must be a mapping of keys to values")
+    split = raw.get("split")
+    if "extends" in raw or isinstance(split, dict) and "file" in split:
+        raise ProtocolError("extends / split.file: resolved from a file, by load_protocol or "
+                            "resolve_protocol_file; parse_protocol takes the resolved mapping")
     for key in raw:
         if key not in _TOP_KEYS:
             raise ProtocolError(f"unknown key {key!r}; allowed: {sorted(_TOP_KEYS)}")
@@ -222,6 +349,11 @@ def _parse_split(split: dict) -> dict:
             speakers = _typed(split, name, list, f"split.{name}")
             if not all(isinstance(s, str) for s in speakers):
                 raise ProtocolError(f"split.{name}: speaker ids must be strings")
+            for spk in speakers:
+                hidden = ", ".join(f"U+{ord(c):04X}" for c in spk if unicodedata.category(c)[0] in "CZ")
+                if hidden or not spk:
+                    raise ProtocolError(f"split.{name}: speaker id {spk!r} is empty or holds invisible or "
+                                        f"space characters ({hidden or 'empty'})")
         seen: dict[str, str] = {}
         for name in SPLITS:
             for spk in split.get(name, []):

@@ -23,7 +23,7 @@ from bench.data.check import check
 from bench.data.fake_trees import build_fake_tree
 from bench.data.prepare import prepare_protocol
 from bench.data.clips import load_splits
-from bench.protocol import load_protocol, protocol_path
+from bench.protocol import load_protocol
 from bench.runner import run
 
 # dataset -> the paper protocol whose preprocessing the fake run uses
@@ -45,7 +45,7 @@ REASONS = {"truncated": {"truncated", "unreadable", "av_duration_mismatch"}, "no
 
 
 def _fake_protocol(dataset: str, paper_id: str, tree, path):
-    raw = yaml.safe_load(protocol_path(paper_id).read_text())
+    raw = load_protocol(paper_id).raw  # resolved: bases and split files merged in
     raw["id"] = f"fake_{dataset}"
     raw["preprocessing"].update(landmark_backend="dlib", landmark_params={}, pose_backend="pnp")
     if raw["preprocessing"].get("crop") in ("landmark_box", "syncnet"):

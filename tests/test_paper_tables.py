@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from core.paths import repo_root
 from bench.protocol import ProtocolError, list_protocols, load_protocol, parse_protocol, reference_columns
@@ -171,7 +170,7 @@ def test_spear_ld_uses_lower_face_points_over_face_width():
 
 @pytest.fixture
 def raw():
-    return yaml.safe_load(load_protocol("tcsan_t3_grid").path.read_text())
+    return load_protocol("tcsan_t3_grid").raw  # resolved: its base and split file merged in
 
 
 @pytest.mark.parametrize("mutate, needle", [
@@ -201,7 +200,7 @@ def test_malformed_reference_table_names_the_bad_key(raw, mutate, needle):
 
 
 def test_setting_must_be_text_as_printed():
-    raw = yaml.safe_load(load_protocol("kfusion_t1_mead").path.read_text())
+    raw = load_protocol("kfusion_t1_mead").raw
     raw["reference_results"][0]["rows"][0]["setting"] = 2019
     with pytest.raises(ProtocolError, match="quote numbers"):
         parse_protocol(raw)
