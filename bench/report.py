@@ -130,9 +130,8 @@ def _decimals(values) -> int:
 
 def _metric_directions(protocol: Protocol) -> dict[str, Optional[bool]]:
     """label -> higher_is_better from the metric classes (None: metric not registered here)."""
-    from metrics import METRICS, _load_builtin
+    from metrics import METRICS
 
-    _load_builtin()
     return {m.label: (METRICS[m.name].higher_is_better if m.name in METRICS else None) for m in protocol.metrics}
 
 
