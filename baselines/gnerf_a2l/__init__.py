@@ -45,7 +45,7 @@ from baselines.audio_frontends import build_frontend
 from baselines.base import MethodInput, Prediction
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera
 from baselines.gnerf_a2l.model import GNerfA2L, smooth_l1_loss
-from baselines.torch_method import TorchMethod, TorchMethodConfig, frame_audio, samples_per_frame
+from baselines.torch_method import TorchMethod, TorchMethodConfig, crop_starts, frame_audio, samples_per_frame
 from bench.clip import JAW, MOUTH, Clip
 
 log = logging.getLogger(__name__)
@@ -207,12 +207,12 @@ class GNerfA2LMethod(TorchMethod):
         return np.concatenate([pix, np.zeros(pix.shape[:-1] + (1,))], axis=-1)
 
     # -- training ----------------------------------------------------------------------
-    def make_batch(self, clips: list[Clip], rng: np.random.Generator, device) -> dict[str, torch.Tensor]:
-        length = min([self.config.window_frames] + [c.num_frames for c in clips])
+    def make_batch(self, clips: list[Clip], rng: np.random.Generator, device,
+                   starts=None) -> dict[str, torch.Tensor]:
+        length, starts = crop_starts(clips, rng, self.window_length(clips[0].fps), starts)
         spf = samples_per_frame(clips[0])
         audio, ident, target = [], [], []
-        for clip in clips:
-            start = int(rng.integers(0, clip.num_frames - length + 1))
+        for clip, start in zip(clips, starts):
             norm_id, centre, scale = self._normalised(clip.landmarks[0], None if clip.pose is None else clip.pose[0])
             audio.append(frame_audio(clip.audio, spf, start, length))
             ident.append(norm_id)

@@ -170,8 +170,8 @@ class KFusion(TorchMethod):
                 "identity": torch.from_numpy(ident_norm.astype(np.float32)).to(device),
                 "emotion": torch.from_numpy(np.asarray(emotion, dtype=np.int64)).to(device)}
 
-    def make_batch(self, clips, rng, device) -> dict[str, torch.Tensor]:
-        w = random_windows(clips, rng, self.config.window_frames)
+    def make_batch(self, clips, rng, device, starts=None) -> dict[str, torch.Tensor]:
+        w = random_windows(clips, rng, self.window_length(clips[0].fps), starts)
         batch = self._tensors(w.audio, w.identity, w.emotion, device)
         disp = landmarks_normalise(w.landmarks, w.identity) - landmarks_normalise(w.identity, w.identity)[:, None]
         batch["target"] = torch.from_numpy((disp * self.config.target_scale).astype(np.float32)).to(device)

@@ -41,8 +41,9 @@ from baselines import register
 from baselines.audio_frontends import build_frontend
 from baselines.base import MethodInput, Prediction
 from baselines.spear_a2l.model import SpearA2L, spear_loss
-from baselines.torch_method import (TorchMethod, TorchMethodConfig, frame_audio, landmarks_denormalise,
-                                    landmarks_normalise, samples_per_frame)
+from baselines.torch_method import (TorchMethod, TorchMethodConfig, crop_starts, frame_audio,
+                                    landmarks_denormalise, landmarks_normalise, samples_per_frame,
+                                    window_starts)
 from bench.clip import JAW, MOUTH, Clip
 
 POINTS: tuple[int, ...] = tuple(JAW) + tuple(MOUTH)  # 37 lower-face points
@@ -141,17 +142,6 @@ def pose_scale(clips: list[Clip]) -> np.ndarray:
     return np.maximum(np.concatenate(rel).std(axis=0), 1e-3).astype(np.float32)
 
 
-def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
-    """Starts of windows of `window` frames covering [0, num_frames), the last one flush with the end."""
-    if num_frames <= window:
-        return [0]
-    hop = max(1, hop)
-    starts = list(range(0, num_frames - window + 1, hop))
-    if starts[-1] != num_frames - window:
-        starts.append(num_frames - window)
-    return starts
-
-
 def triangular_weights(length: int) -> np.ndarray:
     """Blend weights over a window: highest in the middle, positive at the ends."""
     i = np.arange(length)
@@ -200,12 +190,12 @@ class SpearA2LMethod(TorchMethod):
         super().fit(train, val, **kwargs)
 
     # -- training ----------------------------------------------------------------------
-    def make_batch(self, clips: list[Clip], rng: np.random.Generator, device) -> dict[str, torch.Tensor]:
-        length = min([self.config.window_frames] + [c.num_frames for c in clips])
+    def make_batch(self, clips: list[Clip], rng: np.random.Generator, device,
+                   starts=None) -> dict[str, torch.Tensor]:
+        length, starts = crop_starts(clips, rng, self.window_length(clips[0].fps), starts)
         spf = samples_per_frame(clips[0])
         audio, pose, ref, target = [], [], [], []
-        for clip in clips:
-            start = int(rng.integers(0, clip.num_frames - length + 1))
+        for clip, start in zip(clips, starts):
             ident = clip.landmarks[0].astype(np.float32)
             audio.append(frame_audio(clip.audio, spf, start, length))
             pose.append(relative_pose(clip.pose, clip.num_frames)[start:start + length])
@@ -231,7 +221,7 @@ class SpearA2LMethod(TorchMethod):
         rel = relative_pose(inp.pose, num)
         if len(rel) < num:
             raise ValueError(f"{self.name}: pose has {len(rel)} frames, the clip {num}")
-        length = min(cfg.window_frames, num)
+        length = min(self.window_length(inp.fps), num)
         starts = window_starts(num, length, int(round(cfg.infer_hop * length)))
         ref = landmarks_normalise(ident, ident)
         total = np.zeros((num, len(POINTS), 2), np.float64)
