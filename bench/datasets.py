@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from bench.clip import Clip
-from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split
+from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split, split_clips_random
 
 
 def _synthtalk(protocol: Protocol, progress: bool = True) -> list[Clip]:
@@ -69,6 +69,9 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
             raise ProtocolError(f"clip {clip.id} is at {clip.fps} fps but the protocol asks for {protocol.fps}")
     if protocol.split["rule"] == "time":
         parts = split_by_time(clips, protocol.split)
+    elif protocol.split["rule"] == "clip_random":
+        chosen = {name: set(ids) for name, ids in split_clips_random([c.id for c in clips], protocol.split).items()}
+        parts = {name: [c for c in clips if c.id in chosen[name]] for name in SPLITS}
     else:
         split = resolve_split(protocol, speakers or sorted({c.speaker for c in clips}))
         parts = {}
