@@ -36,7 +36,8 @@ def _config(cls=KFusion, **over) -> KFusionConfig:
 
 def test_registered_with_declared_inputs():
     names = set(available_methods())
-    assert {"kfusion", "kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head"} <= names
+    assert {"kfusion", "kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head",
+            "kfusion_mlp_fusion"} <= names
     assert set(KFusion.ablations) == set(VARIANTS) - {"kfusion"}
     m = build_method("kfusion")
     assert m.inputs == {"audio", "identity_landmarks", "emotion"} and m.outputs == {"landmarks"}
@@ -54,7 +55,10 @@ def test_registered_with_declared_inputs():
                  c.Config().use_global, c.Config.preset("tiny").head) for n, c in VARIANTS.items()}
     assert flags == {"kfusion": (True, True, True, "kan"), "kfusion_no_kfusion": (False, True, True, "kan"),
                      "kfusion_no_lstm": (True, False, True, "kan"), "kfusion_no_global": (True, True, False, "kan"),
-                     "kfusion_mlp_head": (True, True, True, "mlp")}
+                     "kfusion_mlp_head": (True, True, True, "mlp"), "kfusion_mlp_fusion": (False, True, True, "kan")}
+    assert VARIANTS["kfusion_mlp_fusion"].Config.preset("paper").fusion_mlp
+    with pytest.raises(ValueError, match="use_kfusion=False"):
+        KFusionNet(_config(fusion_mlp=True))
 
 
 def test_network_shapes_gradients_and_conditioning():
@@ -92,7 +96,9 @@ def test_each_variant_trains_and_predicts(name, clips, tmp_path):
         assert pred.landmarks.shape == clip.landmarks.shape and pred.landmarks.dtype == np.float32
         assert np.isfinite(pred.landmarks).all()
     net = method.model
-    assert hasattr(net, "fuse_face") == (name != "kfusion_no_kfusion")
+    assert hasattr(net, "fuse_face") == (name not in ("kfusion_no_kfusion", "kfusion_mlp_fusion"))
+    assert hasattr(net, "fuse_linear") == (name == "kfusion_no_kfusion")
+    assert hasattr(net, "fuse_mlp") == (name == "kfusion_mlp_fusion")
     assert hasattr(net, "lstm_face") == (name != "kfusion_no_lstm")
     assert hasattr(net, "global_encoder") == (name != "kfusion_no_global")
     assert (net.head.__class__.__name__ == "KAN") == (name != "kfusion_mlp_head")

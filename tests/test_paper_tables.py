@@ -131,6 +131,13 @@ def test_kfusion_cliprandom_is_t1_mead_with_the_papers_clip_level_split():
     assert "clip-level" in t1.raw["description"] and "kfusion_t1_mead_cliprandom" in t1.raw["description"]
 
 
+def test_kfusion_t2_lists_both_readings_of_repl_mlp():
+    p = load_protocol("kfusion_t2_mead")
+    assert {"kfusion_mlp_head", "kfusion_mlp_fusion"} <= {m.name for m in p.methods}
+    repl = next(r for r in p.reference_results[0]["rows"] if r["method"] == "repl MLP")
+    assert repl["ours"] == "kfusion_mlp_head"  # the text's reading; the caption's is a talkbench row
+
+
 def test_explicit_splits_are_disjoint_and_pinned():
     mead = load_protocol("kfusion_t1_mead").split
     for pid in ("kfusion_t2_mead", "spear_t1_mead", "spear_t2_mead", "spear_t3_mead"):
