@@ -62,9 +62,9 @@ from bench.clip import Clip
 log = logging.getLogger(__name__)
 
 TRAIN_STATE = "last_train_state.pt"
-EPOCH_MODES = ("one_per_clip", "all_windows")
 TRAIN_LOG = "train_log.json"
 LOSS_CURVE = "loss_curve.png"
+EPOCH_MODES = ("one_per_clip", "all_windows")  # what an epoch is (module docstring)
 
 # MEAD's 8 emotions, in synthtalk's order (bench.data.synthtalk.face.EMOTIONS); index = embedding row.
 EMOTIONS: tuple[str, ...] = ("neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
