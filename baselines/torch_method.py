@@ -1,15 +1,33 @@
 """The shared trainer of every learned torch method, and the geometry / data helpers they share.
 
 A learned method subclasses `TorchMethod` and writes four things: `build_model` (a fresh
-`nn.Module` from `self.config`), `make_batch` (random training windows of `window_frames` frames
-from some clips), `compute_loss` (a scalar from a model and a batch) and `infer` (a whole clip of
-any length -> `Prediction`). The base class owns everything else:
+`nn.Module` from `self.config`), `make_batch` (one training window of `window_length(fps)` frames
+from each of some clips, at random starts or at the starts it is given), `compute_loss` (a scalar
+from a model and a batch) and `infer` (a whole clip of any length -> `Prediction`). The base class
+owns everything else:
 
 - `fit`: Adam(lr) with CosineAnnealingLR(T_max=epochs, eta_min=lr_min), stepped once per epoch
-  (the KFusion paper's schedule). An epoch is ceil(len(train) / batch_size) steps over a seeded
-  shuffle of the train clips. A tqdm bar shows the running loss; the val loss is computed once per
-  epoch on fixed windows (the same ones every epoch, so the curve compares like with like).
-  `workdir/train_log.json` and `workdir/loss_curve.png` record the losses.
+  (the KFusion paper's schedule). What an epoch is depends on `config.epoch_mode`:
+  - "all_windows" (the `paper` presets): a pass over the training data. Every train clip is tiled
+    by non-overlapping windows of the training length (`window_starts` with hop = window; the last
+    one flush with the clip's end, so every frame is in some window), and the epoch visits each
+    window exactly once: windows are shuffled with the seeded generator, batched `batch_size` at a
+    time among windows of the same length (a clip shorter than the window is one whole-clip window,
+    never cropped to a neighbour's length), and the batch order is shuffled. So the papers' epoch
+    counts mean what they mean there: that many passes over the training data.
+  - "one_per_clip" (the `tiny` presets, and the default): ceil(len(train) / batch_size) steps over
+    a seeded shuffle of the train clips, one random window from each clip. On clips longer than
+    the window this sees only part of the data per epoch; the tiny presets' epoch counts are
+    talkbench's tuning for this sampling, not the papers' counts.
+  The training length is `window_frames`, or `round(window_seconds x fps)` frames when
+  `window_seconds` > 0 (`window_length(fps)`; the clips' fps is known at fit time, so "one second"
+  stays one second at 25 and at 30 fps). A tqdm bar shows the running loss; the val loss is
+  computed once per epoch on fixed windows (one per val clip, the same ones every epoch, so the
+  curve compares like with like). `workdir/train_log.json` and `workdir/loss_curve.png` record
+  the losses, and each epoch's record its number of steps and windows.
+- Gradient clipping (`grad_clip`, max global norm; 0 = off) is in no paper of the three landmark
+  methods; the `paper` presets leave it off and each method's docstring says why its `tiny`
+  preset uses it.
 - Resume: after every epoch `workdir/last_train_state.pt` holds model, optimizer, scheduler, epoch,
   losses and every random state (numpy generator, torch CPU / CUDA). A fit that finds it (written
   with the same config and seed) continues from it, and ends with the same weights, bit for bit on
@@ -32,7 +50,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +66,7 @@ log = logging.getLogger(__name__)
 TRAIN_STATE = "last_train_state.pt"
 TRAIN_LOG = "train_log.json"
 LOSS_CURVE = "loss_curve.png"
+EPOCH_MODES = ("one_per_clip", "all_windows")  # what an epoch is (module docstring)
 
 
 
@@ -103,25 +122,35 @@ def _frame_of(identity):
 
 # ----------------------------------------------------------------------------- data windows
 
-def samples_per_frame(clip: Clip) -> int:
+def samples_per_frame(clip: Clip, whole: bool = True) -> int | float:
+    """Audio samples per video frame. `whole` (default): an int, or ValueError when the rate is not
+    a whole number of samples per frame; `whole=False`: the exact ratio (16 kHz at 30 fps: 533.33),
+    an int when it is whole."""
     spf = clip.sample_rate / clip.fps
-    if abs(spf - round(spf)) > 1e-6:
+    if abs(spf - round(spf)) <= 1e-6:
+        return int(round(spf))
+    if whole:
         raise ValueError(f"clip {clip.id}: {clip.sample_rate} Hz is not a whole number of samples per "
                          f"frame at {clip.fps} fps")
-    return int(round(spf))
+    return spf
 
 
-def frame_audio(audio: np.ndarray, spf: int, start: int, frames: int) -> np.ndarray:
-    """The samples under frames [start, start + frames): exactly frames * spf samples (zero-padded)."""
-    seg = np.asarray(audio[start * spf:(start + frames) * spf], dtype=np.float32)
-    if len(seg) < frames * spf:
-        seg = np.pad(seg, (0, frames * spf - len(seg)))
+def frame_audio(audio: np.ndarray, spf: int | float, start: int, frames: int) -> np.ndarray:
+    """The samples under frames [start, start + frames): round(frames * spf) samples from sample
+    round(start * spf), zero-padded at the end. With a whole `spf` that is exactly frames * spf
+    samples from start * spf; with a fractional one (16 kHz at 30 fps) windows of the same length
+    still have the same number of samples (30 frames: 16000), and a window starts where
+    `bench.datasets.cut_clip` would cut its audio."""
+    a0, n = int(round(start * spf)), int(round(frames * spf))
+    seg = np.asarray(audio[a0:a0 + n], dtype=np.float32)
+    if len(seg) < n:
+        seg = np.pad(seg, (0, n - len(seg)))
     return seg
 
 
 @dataclass
 class Windows:
-    """A batch of aligned training windows (numpy): audio B x (W*spf), landmarks B x W x 68 x 2,
+    """A batch of aligned training windows (numpy): audio B x round(W*spf), landmarks B x W x 68 x 2,
     identity B x 68 x 2 (each clip's first frame, exactly what `predict` is given), emotion B."""
 
     audio: np.ndarray
@@ -132,16 +161,72 @@ class Windows:
     frames: int
 
 
-def random_windows(clips: list[Clip], rng: np.random.Generator, window_frames: int) -> Windows:
-    """One random window per clip, all of length min(window_frames, the shortest clip's length)."""
+def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
+    """Starts of windows of `window` frames covering [0, num_frames), the last one flush with the end."""
+    if num_frames <= window:
+        return [0]
+    hop = max(1, hop)
+    starts = list(range(0, num_frames - window + 1, hop))
+    if starts[-1] != num_frames - window:
+        starts.append(num_frames - window)
+    return starts
+
+
+def crop_starts(clips: list[Clip], rng: np.random.Generator, window_frames: int,
+                starts: Optional[Sequence[int]] = None) -> tuple[int, list[int]]:
+    """(length, start per clip) of one training window per clip, length = min(window_frames, the
+    shortest clip). `starts` None: drawn uniformly from `rng` (one draw per clip, in order); given
+    (the trainer's "all_windows" epochs): checked to fit and used as they are, `rng` untouched."""
+    if not clips:
+        raise ValueError("no clips to cut training windows from")
+    length = min([int(window_frames)] + [c.num_frames for c in clips])
+    if starts is None:
+        return length, [int(rng.integers(0, clip.num_frames - length + 1)) for clip in clips]
+    starts = [int(s) for s in starts]
+    if len(starts) != len(clips):
+        raise ValueError(f"{len(starts)} window starts for {len(clips)} clips")
+    for clip, start in zip(clips, starts):
+        if not 0 <= start <= clip.num_frames - length:
+            raise ValueError(f"clip {clip.id}: a {length}-frame window at frame {start} does not fit "
+                             f"its {clip.num_frames} frames")
+    return length, starts
+
+
+def epoch_windows(clips: list[Clip], window_frames: int, batch_size: int,
+                  rng: Optional[np.random.Generator]) -> list[list[tuple[int, int]]]:
+    """One "all_windows" epoch: batches of (clip index, start) that visit every window once.
+
+    Each clip is tiled by `window_starts(n, w, w)` with w = min(window_frames, n) (non-overlapping,
+    the last window flush with the end). Windows are grouped by length, shuffled within the group,
+    cut into batches of `batch_size`, and the batches are shuffled; `rng` None keeps the order (used
+    to count the steps, which do not depend on the shuffle).
+    """
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for i, clip in enumerate(clips):
+        w = min(int(window_frames), clip.num_frames)
+        groups.setdefault(w, []).extend((i, s) for s in window_starts(clip.num_frames, w, w))
+    bs = max(1, int(batch_size))
+    batches = []
+    for length in sorted(groups):
+        items = groups[length]
+        if rng is not None:
+            items = [items[k] for k in rng.permutation(len(items))]
+        batches += [items[k:k + bs] for k in range(0, len(items), bs)]
+    if rng is not None:
+        batches = [batches[k] for k in rng.permutation(len(batches))]
+    return batches
+
+
+def random_windows(clips: list[Clip], rng: np.random.Generator, window_frames: int,
+                   starts: Optional[Sequence[int]] = None) -> Windows:
+    """One window per clip, all of length min(window_frames, the shortest clip's length), at random
+    starts (or at `starts`, see `crop_starts`)."""
     if not clips:
         raise ValueError("random_windows: no clips")
-    length = min([window_frames] + [c.num_frames for c in clips])
-    spf = samples_per_frame(clips[0])
-    audio, lmk, ident, emo, starts = [], [], [], [], []
-    for clip in clips:
-        start = int(rng.integers(0, clip.num_frames - length + 1))
-        starts.append(start)
+    length, starts = crop_starts(clips, rng, window_frames, starts)
+    spf = samples_per_frame(clips[0], whole=False)
+    audio, lmk, ident, emo = [], [], [], []
+    for clip, start in zip(clips, starts):
         audio.append(frame_audio(clip.audio, spf, start, length))
         lmk.append(clip.landmarks[start:start + length])
         ident.append(clip.landmarks[0])
@@ -160,7 +245,9 @@ class TorchMethodConfig(MethodConfig):
     lr: float = 3e-4
     lr_min: float = 1e-6
     batch_size: int = 8
-    window_frames: int = 32  # training crop length in video frames
+    window_frames: int = 32  # training crop length in video frames (when window_seconds is 0)
+    window_seconds: float = 0.0  # > 0: the training crop is this many seconds at the clips' fps
+    epoch_mode: str = "one_per_clip"  # "one_per_clip" or "all_windows" (see the module docstring)
     log_every: int = 50  # steps between log lines (the progress bar updates every step)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     weight_decay: float = 0.0  # Adam's L2 penalty (0 = plain Adam, as the papers)
@@ -199,7 +286,10 @@ class TorchMethod(Method):
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def make_batch(self, clips: list[Clip], rng: np.random.Generator, device) -> dict[str, torch.Tensor]:
+    def make_batch(self, clips: list[Clip], rng: np.random.Generator, device,
+                   starts: Optional[Sequence[int]] = None) -> dict[str, torch.Tensor]:
+        """One training window of `window_length(fps)` frames from each clip (`crop_starts`): at
+        random starts drawn from `rng`, or at `starts` (one per clip) in "all_windows" epochs."""
         raise NotImplementedError
 
     def compute_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -211,6 +301,17 @@ class TorchMethod(Method):
     # -- optional hooks ------------------------------------------------------------------
     def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
+
+    # -- windows -------------------------------------------------------------------------
+    def window_length(self, fps: float) -> int:
+        """Training window in frames at `fps`: round(window_seconds x fps) if window_seconds > 0,
+        else window_frames."""
+        seconds = float(getattr(self.config, "window_seconds", 0.0) or 0.0)
+        if seconds < 0:
+            raise ValueError(f"{self.name}: window_seconds must be >= 0, got {seconds}")
+        if seconds:
+            return max(1, int(round(seconds * float(fps))))
+        return int(self.config.window_frames)
 
     # -- training ------------------------------------------------------------------------
     def fit(self, train: list[Clip], val: list[Clip], *, device: str = "cpu", seed: int = 0,
@@ -235,7 +336,19 @@ class TorchMethod(Method):
         optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=getattr(cfg, "weight_decay", 0.0))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs),
                                                                eta_min=cfg.lr_min)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        mode = getattr(cfg, "epoch_mode", "one_per_clip")
+        if mode not in EPOCH_MODES:
+            raise ValueError(f"{self.name}: epoch_mode must be one of {list(EPOCH_MODES)}, not {mode!r}")
+        fps = {float(c.fps) for c in train}
+        if getattr(cfg, "window_seconds", 0.0) and len(fps) > 1:
+            raise ValueError(f"{self.name}: window_seconds needs one frame rate, the train clips have {sorted(fps)}")
+        window = self.window_length(train[0].fps)
+        if mode == "all_windows":
+            unshuffled = epoch_windows(train, window, cfg.batch_size, None)
+            steps_per_epoch, windows_per_epoch = len(unshuffled), sum(len(b) for b in unshuffled)
+        else:
+            steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+            windows_per_epoch = len(train)
         history: list[dict] = []
         start_epoch = 0
         state_path = workdir / TRAIN_STATE if workdir else None
@@ -264,12 +377,20 @@ class TorchMethod(Method):
                    total=cfg.epochs, leave=False, disable=None)
         for epoch in bar:
             model.train()
-            order = rng.permutation(len(train))
+            if mode == "all_windows":
+                plan = epoch_windows(train, window, cfg.batch_size, rng)
+            else:
+                order = rng.permutation(len(train))
+                plan = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
             losses = []
             t0 = time.perf_counter()
-            for i in range(steps_per_epoch):
-                clips = [train[j] for j in order[i * cfg.batch_size:(i + 1) * cfg.batch_size]]
-                batch = self.make_batch(clips, rng, device)
+            for i, chosen in enumerate(plan):
+                if mode == "all_windows":
+                    clips = [train[j] for j, _ in chosen]
+                    batch = self.make_batch(clips, rng, device, starts=[s for _, s in chosen])
+                else:
+                    clips = [train[j] for j in chosen]
+                    batch = self.make_batch(clips, rng, device)
                 loss = self.compute_loss(model, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{self.name}: loss is {loss.item()} at epoch {epoch} step {i}")
@@ -284,7 +405,8 @@ class TorchMethod(Method):
                 if cfg.log_every and step % cfg.log_every == 0:
                     log.info("%s: epoch %d step %d loss %.5g", self.name, epoch, step, losses[-1])
             record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                      "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
+                      "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0,
+                      "steps": len(plan), "windows": windows_per_epoch}
             scheduler.step()
             if val_batches:
                 record["val_loss"] = self._val_loss(model, val_batches)

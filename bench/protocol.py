@@ -338,9 +338,12 @@ def _parse_preprocessing(pre: dict) -> dict:
     return out
 
 
+SPLIT_RULES = ("explicit", "speaker_disjoint", "time", "clip_random")
+
+
 def _parse_split(split: dict) -> dict:
     if "rule" not in split:
-        raise ProtocolError("split.rule: missing (explicit, speaker_disjoint or time)")
+        raise ProtocolError(f"split.rule: missing ({', '.join(SPLIT_RULES)})")
     rule = split["rule"]
     if rule == "explicit":
         for name in SPLITS:
@@ -386,8 +389,28 @@ def _parse_split(split: dict) -> dict:
                 raise ProtocolError(f"split.test_fraction: must be between 0 and 1, got {fraction}")
         if "val_seconds" in split and _typed(split, "val_seconds", (int, float), "split.val_seconds") < 0:
             raise ProtocolError("split.val_seconds: must be >= 0")
+    elif rule == "clip_random":
+        # Clip-level random split (KFusion's public code: a random 90/10 split of the MEAD clips):
+        # clips, not speakers, are assigned, so a speaker's clips fall in train and test alike.
+        # See `split_clips_random` for the seeded, deterministic assignment.
+        keys = {"rule", "seed", "fractions"}
+        for key in split:
+            if key not in keys:
+                raise ProtocolError(f"split.{key}: unknown key for rule 'clip_random'; allowed: {sorted(keys)}")
+        _typed(split, "seed", int, "split.seed")
+        fractions = _typed(split, "fractions", dict, "split.fractions")
+        for name, value in fractions.items():
+            if name not in SPLITS:
+                raise ProtocolError(f"split.fractions.{name}: not a split name ({', '.join(SPLITS)})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ProtocolError(f"split.fractions.{name}: expected a number between 0 and 1, got {value!r}")
+        for name in ("train", "test"):
+            if not fractions.get(name, 0) > 0:
+                raise ProtocolError(f"split.fractions.{name}: must be > 0")
+        if abs(sum(fractions.values()) - 1.0) > 1e-9:
+            raise ProtocolError(f"split.fractions: must sum to 1, got {sum(fractions.values())}")
     else:
-        raise ProtocolError(f"split.rule: {rule!r} is not one of explicit, speaker_disjoint, time")
+        raise ProtocolError(f"split.rule: {rule!r} is not one of {', '.join(SPLIT_RULES)}")
     return split
 
 
@@ -547,6 +570,32 @@ def resolve_split(protocol: Protocol, speakers: list[str]) -> dict[str, list[str
             f"split names speakers the dataset does not have: {missing} (dataset has {len(speakers)})"
         )
     return split
+
+
+def split_clips_random(clip_ids: list[str], rule: dict) -> dict[str, list[str]]:
+    """Split rule `clip_random`: clip ids per split, seeded and deterministic.
+
+    Each clip is ranked by sha256 of "<seed>:<clip id>"; the first round(fractions.test x n) clips
+    of that ranking are test, the next round(fractions.val x n) val, the rest train. The result
+    depends only on the seed and the set of ids (not on their order or on the machine), so it needs
+    no pinned split file; a clip added to or missing from the dataset moves at most one other clip
+    across each boundary. It is applied to the dataset's clips before windowing, so every window of
+    a clip is in the clip's split.
+    """
+    ids = sorted(set(clip_ids))
+    if len(ids) != len(clip_ids):
+        raise ProtocolError("split: rule 'clip_random' needs unique clip ids")
+    seed = rule["seed"]
+    ranked = sorted(ids, key=lambda cid: (hashlib.sha256(f"{seed}:{cid}".encode()).hexdigest(), cid))
+    fractions = rule["fractions"]
+    n = len(ranked)
+    n_test = int(round(fractions.get("test", 0) * n))
+    n_val = int(round(fractions.get("val", 0) * n))
+    if n and (n_test < 1 or n - n_test - n_val < 1):
+        raise ProtocolError(f"split: rule 'clip_random' with fractions {fractions} leaves {n - n_test - n_val} "
+                            f"train and {n_test} test clips of {n}")
+    return {"test": sorted(ranked[:n_test]), "val": sorted(ranked[n_test:n_test + n_val]),
+            "train": sorted(ranked[n_test + n_val:])}
 
 
 def split_file(protocol: Protocol) -> Path:

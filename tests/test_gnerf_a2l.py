@@ -218,6 +218,10 @@ def test_registered_points_and_presets():
     paper = GNerfA2LConfig.preset("paper")
     assert (paper.pretrained, paper.d_model, paper.heads, paper.ff, paper.layers, paper.period, paper.lr,
             paper.window_frames) == ("facebook/wav2vec2-base-960h", 64, 4, 512, 2, 25, 1e-4, 200)
+    # the paper's 200-frame groups, each visited once per epoch (public code); no gradient clipping
+    assert (paper.epoch_mode, paper.grad_clip, paper.epochs) == ("all_windows", 0.0, 30)
+    tiny = GNerfA2LConfig.preset("tiny")
+    assert (tiny.epoch_mode, tiny.grad_clip) == ("one_per_clip", 1.0)
 
 
 def test_paper_preset_needs_wav2vec2_and_builds_from_a_local_copy(tmp_path, monkeypatch):
@@ -287,6 +291,17 @@ def test_checkpoint_round_trip_and_config_refusal(clips, tmp_path):
 
 def test_same_seed_same_state_bitwise(clips):
     assert_same_seed_same_state(_method, clips[:3], seed=5)
+
+
+def test_all_windows_epoch_passes_over_every_window(clips):
+    """The paper preset's epoch (the paper's 200-frame groups, here 12): every window once."""
+    from baselines.torch_method import window_starts
+
+    m = _method(epoch_mode="all_windows")
+    m.fit(clips[:2], [], seed=0)
+    assert m.train_log[0]["windows"] == sum(len(window_starts(c.num_frames, 12, 12)) for c in clips[:2])
+    batch = m.make_batch(clips[:2], None, "cpu", starts=[0, 12])
+    np.testing.assert_array_equal(batch["audio"][1].numpy(), clips[1].audio[12 * 640:24 * 640])
 
 
 def test_overfits_one_clip(clips):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,10 @@ from baselines.audio_frontends import FrontendUnavailable, build_frontend
 from core.types import MethodInput
 from baselines.kfusion import VARIANTS, KFusion, KFusionConfig
 from baselines.kfusion.model import KFusionNet
-from baselines.torch_method import TRAIN_STATE, landmarks_normalise
+from baselines.torch_method import TRAIN_STATE, landmarks_normalise, window_starts
+from core.constants import MOUTH
 from core.errors import CheckpointError
 from core.types import Clip
-from core.constants import MOUTH
 from metrics.landmark import landmark_distance
 
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 32, "heads": 2, "ff_dim": 64,
@@ -35,18 +37,29 @@ def _config(cls=KFusion, **over) -> KFusionConfig:
 
 def test_registered_with_declared_inputs():
     names = set(available_methods())
-    assert {"kfusion", "kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head"} <= names
+    assert {"kfusion", "kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head",
+            "kfusion_mlp_fusion"} <= names
+    assert set(KFusion.ablations) == set(VARIANTS) - {"kfusion"}
     m = build_method("kfusion")
     assert m.inputs == {"audio", "identity_landmarks", "emotion"} and m.outputs == {"landmarks"}
     assert m.trainable
     paper = KFusionConfig.preset("paper")
     assert (paper.epochs, paper.lr, paper.lr_min, paper.head_hidden) == (200, 3e-4, 1e-6, 512)
-    assert paper.content_frontend_config["pretrained"] == "facebook/wav2vec2-base-960h"
+    # the official code's torchaudio WAV2VEC2_BASE (pre-trained, not ASR fine-tuned), fed the raw waveform
+    assert paper.content_frontend_config == {"pretrained": "facebook/wav2vec2-base", "freeze": "all",
+                                             "normalize": False}
+    # 1-s windows at the clips' fps, an epoch a pass over every window, no gradient clipping
+    assert (paper.window_seconds, paper.epoch_mode, paper.grad_clip) == (1.0, "all_windows", 0.0)
+    tiny = KFusionConfig.preset("tiny")
+    assert (tiny.window_seconds, tiny.window_frames, tiny.epoch_mode, tiny.grad_clip) == (0.0, 24, "one_per_clip", 1.0)
     flags = {n: (c.Config.preset("paper").use_kfusion, c.Config.preset("tiny").use_lstm,
                  c.Config().use_global, c.Config.preset("tiny").head) for n, c in VARIANTS.items()}
     assert flags == {"kfusion": (True, True, True, "kan"), "kfusion_no_kfusion": (False, True, True, "kan"),
                      "kfusion_no_lstm": (True, False, True, "kan"), "kfusion_no_global": (True, True, False, "kan"),
-                     "kfusion_mlp_head": (True, True, True, "mlp")}
+                     "kfusion_mlp_head": (True, True, True, "mlp"), "kfusion_mlp_fusion": (False, True, True, "kan")}
+    assert VARIANTS["kfusion_mlp_fusion"].Config.preset("paper").fusion_mlp
+    with pytest.raises(ValueError, match="use_kfusion=False"):
+        KFusionNet(_config(fusion_mlp=True))
 
 
 def test_network_shapes_gradients_and_conditioning():
@@ -84,7 +97,9 @@ def test_each_variant_trains_and_predicts(name, clips, tmp_path):
         assert pred.landmarks.shape == clip.landmarks.shape and pred.landmarks.dtype == np.float32
         assert np.isfinite(pred.landmarks).all()
     net = method.model
-    assert hasattr(net, "fuse_face") == (name != "kfusion_no_kfusion")
+    assert hasattr(net, "fuse_face") == (name not in ("kfusion_no_kfusion", "kfusion_mlp_fusion"))
+    assert hasattr(net, "fuse_linear") == (name == "kfusion_no_kfusion")
+    assert hasattr(net, "fuse_mlp") == (name == "kfusion_mlp_fusion")
     assert hasattr(net, "lstm_face") == (name != "kfusion_no_lstm")
     assert hasattr(net, "global_encoder") == (name != "kfusion_no_global")
     assert (net.head.__class__.__name__ == "KAN") == (name != "kfusion_mlp_head")
@@ -151,16 +166,17 @@ def test_overfits_one_clip(clips):
 def test_paper_preset_needs_its_weights_and_builds_from_a_local_copy(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))  # no $TALKBENCH_HOME/weights/hf copy either
-    with pytest.raises(FrontendUnavailable, match="facebook/wav2vec2-base-960h"):
+    with pytest.raises(FrontendUnavailable, match="'facebook/wav2vec2-base'"):
         build_method("kfusion", "paper").build_model()
     # the paper architecture around a stand-in pretrained encoder saved to a folder
     torch.manual_seed(0)
     stand_in = build_frontend("wav2vec2", {"hidden_size": 48, "num_layers": 2, "num_heads": 4})
     stand_in.encoder.save_pretrained(tmp_path / "w2v")
     method = build_method("kfusion", "paper", {"content_frontend_config": {"pretrained": str(tmp_path / "w2v"),
-                                                                           "freeze": "all"}})
+                                                                           "freeze": "all", "normalize": False}})
     net = method.build_model()
     assert not any(p.requires_grad for p in net.content_frontend.parameters())
+    assert net.content_frontend.normalize_input is False
     assert net.head.widths == [68, 512, 68] and net.cfg.d_model == 256
     out = net(torch.randn(1, 25 * 640), torch.zeros(1, 68, 2), torch.tensor([7]), 25)
     assert out.shape == (1, 25, 68, 2)
@@ -180,3 +196,33 @@ def test_targets_are_normalised_displacements(clips):
         inp.sample_rate = 22050
         method.model = method.build_model()
         method.predict(inp)
+
+
+def _at_30fps(clip: Clip) -> Clip:
+    """The clip as if filmed at 30 fps (MEAD's rate): same landmarks, 16000 / 30 audio samples a frame."""
+    return dataclasses.replace(clip, fps=30.0, audio=clip.audio[:int(round(clip.num_frames * 16000 / 30))])
+
+
+def test_paper_window_is_one_second_at_the_clips_fps(clips):
+    """The paper's 1-s clips: 30 frames (16000 samples) at MEAD's 30 fps, 25 at synthtalk's 25 fps;
+    an "all_windows" epoch visits every 1-s window of every training clip once."""
+    paper = build_method("kfusion", "paper")
+    assert paper.window_length(30) == 30 and paper.window_length(25) == 25
+    train = [_at_30fps(c) for c in clips[:2]]
+    method = KFusion(_config(window_seconds=1.0, epoch_mode="all_windows"))
+    shapes, visits = set(), []
+    inner = method.make_batch
+
+    def spy(batch_clips, rng, device, starts=None):
+        batch = inner(batch_clips, rng, device, starts)
+        shapes.add((batch["target"].shape[1], batch["audio"].shape[1]))
+        visits.extend((c.id, s) for c, s in zip(batch_clips, starts))
+        return batch
+
+    method.make_batch = spy
+    method.fit(train, [], seed=0)
+    assert shapes == {(30, 16000)}
+    assert sorted(visits) == sorted((c.id, s) for c in train for s in window_starts(c.num_frames, 30, 30))
+    assert method.train_log[0]["windows"] == len(visits)
+    pred = method.predict(MethodInput.from_clip(train[0], method.inputs))  # 533.33 samples a frame
+    assert pred.landmarks.shape == train[0].landmarks.shape and np.isfinite(pred.landmarks).all()

@@ -29,9 +29,10 @@ from bench.runner import select_methods
 # TALKBENCH_PAPERS overrides the location (e.g. a git worktree that sits deeper than the checkout).
 PAPERS = Path(os.environ.get("TALKBENCH_PAPERS") or repo_root().parent / "shared" / "papers")
 
-# The required set: one protocol per (paper, table, dataset part).
+# The required set: one protocol per (paper, table, dataset part), plus kfusion_t1_mead_cliprandom,
+# the same table under the paper's clip-level split.
 REQUIRED = [
-    "kfusion_t1_mead", "kfusion_t1_cremad", "kfusion_t2_mead",
+    "kfusion_t1_mead", "kfusion_t1_mead_cliprandom", "kfusion_t1_cremad", "kfusion_t2_mead",
     "spear_t1_mead", "spear_t2_mead", "spear_t3_mead",
     "tcsan_t3_grid", "tcsan_t3_tcdtimit", "tcsan_t4_grid", "tcsan_t4_tcdtimit",
     "tcsan_t5_grid", "tcsan_t5_tcdtimit", "tcsan_t6_grid",
@@ -45,6 +46,7 @@ REQUIRED = [
 # "HDTF / VoxCeleb" pairs, TCSAN prints GRID then TCD-TIMIT columns, the NeRF Test A then Test B).
 LAYOUT = {
     "kfusion_t1_mead": dict(paper="kfusion_dual_domain.txt", width=4, stop="CREMA-D [4]"),
+    "kfusion_t1_mead_cliprandom": dict(paper="kfusion_dual_domain.txt", width=4, stop="CREMA-D [4]"),
     "kfusion_t1_cremad": dict(paper="kfusion_dual_domain.txt", width=4, after="CREMA-D [4]"),
     "kfusion_t2_mead": dict(paper="kfusion_dual_domain.txt", width=4),
     "spear_t1_mead": dict(paper="spear_spadenet_hubert.txt", width=2),
@@ -70,6 +72,7 @@ LAYOUT = {
 # "133", "066", ...): accepted only here, and only if inserting the point gives the value.
 OCR_LOST_POINT = {
     ("kfusion_t1_mead", "Ours", "M-LD"): "133",
+    ("kfusion_t1_mead_cliprandom", "Ours", "M-LD"): "133",
     ("kfusion_t1_cremad", "Ours", "M-LD"): "237",
     ("kfusion_t1_cremad", "Ours", "M-LVD"): "066",
     ("kfusion_t1_cremad", "Ours", "F-LD"): "123",
@@ -116,6 +119,22 @@ def test_ablation_tables_map_every_row_to_a_variant():
     for pid, mapping in expected.items():
         rows = load_protocol(pid).reference_results[0]["rows"]
         assert {r["method"]: r.get("ours") for r in rows} == mapping
+
+
+def test_kfusion_cliprandom_is_t1_mead_with_the_papers_clip_level_split():
+    t1, clip = load_protocol("kfusion_t1_mead"), load_protocol("kfusion_t1_mead_cliprandom")
+    assert clip.split == {"rule": "clip_random", "seed": 0, "fractions": {"train": 0.9, "test": 0.1}}
+    same = ("dataset", "preprocessing", "windowing", "metrics", "methods", "landmarks_from", "bootstrap")
+    assert all(getattr(clip, key) == getattr(t1, key) for key in same)
+    assert [r["rows"] for r in clip.reference_results] == [r["rows"] for r in t1.reference_results]
+    assert "clip-level" in t1.raw["description"] and "kfusion_t1_mead_cliprandom" in t1.raw["description"]
+
+
+def test_kfusion_t2_lists_both_readings_of_repl_mlp():
+    p = load_protocol("kfusion_t2_mead")
+    assert {"kfusion_mlp_head", "kfusion_mlp_fusion"} <= {m.name for m in p.methods}
+    repl = next(r for r in p.reference_results[0]["rows"] if r["method"] == "repl MLP")
+    assert repl["ours"] == "kfusion_mlp_head"  # the text's reading; the caption's is a talkbench row
 
 
 def test_explicit_splits_are_disjoint_and_pinned():

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from bench.protocol import (ProtocolError, load_protocol, parse_protocol, protocol_hash,
-                            resolve_split)
+                            resolve_split, split_clips_random)
 
 
 @pytest.fixture
@@ -103,3 +103,72 @@ def test_shipped_pin_refuses_a_changed_rule(raw, tmp_path, monkeypatch):
         {"rule": {**raw["split"], "seed": 7}, "speakers": {"train": [], "val": [], "test": ["spk01"]}}))
     with pytest.raises(ProtocolError, match="rule changed"):
         resolve_split(p, speakers)
+
+
+# -- clip-level random split (KFusion's public code: random 90/10 over clips) ----------------------
+
+CLIP_RULE = {"rule": "clip_random", "seed": 0, "fractions": {"train": 0.9, "test": 0.1}}
+
+
+@pytest.mark.parametrize("split, needle", [
+    ({"rule": "clip_random", "fractions": {"train": 0.9, "test": 0.1}}, "split.seed"),
+    ({"rule": "clip_random", "seed": 0}, "split.fractions"),
+    ({**CLIP_RULE, "fractions": {"train": 0.9, "test": 0.2}}, "sum to 1"),
+    ({**CLIP_RULE, "fractions": {"train": 1.0, "test": 0.0}}, "split.fractions.test"),
+    ({**CLIP_RULE, "fractions": {"train": 0.9, "holdout": 0.1}}, "split.fractions.holdout"),
+    ({**CLIP_RULE, "fractions": {"train": 0.9, "test": "10%"}}, "split.fractions.test"),
+    ({**CLIP_RULE, "counts": {"test": 3}}, "split.counts"),
+])
+def test_malformed_clip_random_split_names_the_bad_key(raw, split, needle):
+    raw["split"] = split
+    with pytest.raises(ProtocolError) as err:
+        parse_protocol(raw)
+    assert needle in str(err.value)
+
+
+def test_clip_random_split_is_seeded_exact_and_deterministic():
+    ids = [f"spk{i % 7}_clip{i:03d}" for i in range(200)]
+    split = split_clips_random(ids, CLIP_RULE)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [180, 0, 20]
+    assert sorted(split["train"] + split["test"]) == sorted(ids)
+    # a pure function of the seed and the ids: their order does not matter, nor the machine
+    assert split_clips_random(list(reversed(ids)), CLIP_RULE) == split
+    assert split["test"][:3] == ["spk0_clip070", "spk0_clip112", "spk0_clip140"]  # sha256("0:<id>") ranks
+    assert split_clips_random(ids, {**CLIP_RULE, "seed": 1})["test"] != split["test"]
+    # clip-level, not speaker-level: speakers have clips in train and in test
+    speakers = lambda names: {n.split("_")[0] for n in names}  # noqa: E731
+    assert speakers(split["test"]) <= speakers(split["train"])
+    with_val = split_clips_random(ids, {**CLIP_RULE, "fractions": {"train": 0.8, "val": 0.1, "test": 0.1}})
+    assert [len(with_val[k]) for k in ("train", "val", "test")] == [160, 20, 20]
+    # a clip missing from the dataset moves at most one other clip across the boundary
+    fewer = split_clips_random(ids[1:], CLIP_RULE)
+    assert len((set(split["test"]) - {ids[0]}) ^ set(fewer["test"])) <= 1
+    with pytest.raises(ProtocolError, match="unique"):
+        split_clips_random(ids + ids[:1], CLIP_RULE)
+    with pytest.raises(ProtocolError, match="leaves"):
+        split_clips_random(ids[:3], CLIP_RULE)  # 10 % of 3 clips rounds to no test clip
+
+
+def test_clip_random_split_cuts_clips_before_windowing(raw):
+    from bench.datasets import load_splits
+
+    raw.update(id="clip-random-test", split=CLIP_RULE, windowing={"mode": "fixed", "seconds": 1.0, "hop": 1.0})
+    raw["dataset"]["options"] = {"size": 2, "seed": 0}
+    splits = load_splits(parse_protocol(raw), progress=False)
+    parents = {name: {w.meta["parent"] for w in windows} for name, windows in splits.items()}
+    assert parents["train"] and parents["test"] and not parents["val"]
+    assert not parents["train"] & parents["test"]  # every window of a clip is in its clip's split
+    expected = split_clips_random(sorted(parents["train"] | parents["test"]), CLIP_RULE)
+    assert sorted(parents["test"]) == expected["test"]
+    assert {w.speaker for w in splits["test"]} <= {w.speaker for w in splits["train"]}
+
+
+def test_data_check_reports_a_clip_random_split(tmp_path):
+    from bench.data.check import check
+    from bench.data.fake_trees import build_fake_tree
+
+    tree = build_fake_tree("mead", tmp_path / "root", speakers=["M003", "M005", "W009"], clips_per_speaker=4)
+    report = check(load_protocol("kfusion_t1_mead_cliprandom"), tree.root)
+    assert report.split_lines == ["clip_random (seed 0): train 11, val 0, test 1 of the 12 items found "
+                                  "(drawn again over the items that prepare)"]
+    assert report.ok and not report.unassigned  # every speaker is in the split

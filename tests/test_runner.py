@@ -225,7 +225,8 @@ def test_ablations_add_the_variant_rows():
     rows = [s.name for s in select_methods(protocol, ["kfusion", "spear_a2l", "static"], None, ablations=True)]
     assert rows[:3] == ["kfusion", "spear_a2l", "static"]
     assert set(rows[3:]) == {"kfusion_no_kfusion", "kfusion_no_lstm", "kfusion_no_global", "kfusion_mlp_head",
-                             "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech"}
+                             "kfusion_mlp_fusion", "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer",
+                             "spear_a2l_unispeech"}
     assert [s.name for s in select_methods(protocol, ["static"], None, ablations=True)] == ["static"]
 
 

@@ -142,6 +142,11 @@ def test_registered_points_inputs_and_presets():
     paper = SpearA2LConfig.preset("paper")
     assert (paper.pretrained, tuple(paper.frontend_layers), paper.epochs, paper.batch_size, paper.lr) == \
         ("facebook/hubert-large-ls960-ft", (6, 12, 24), 200, 32, 1e-4)
+    # an epoch is a pass over every 25-frame window; no gradient clipping (the paper has none)
+    for n in VARIANTS:
+        p, t = build_method(n, "paper").config, build_method(n).config
+        assert (p.epoch_mode, p.window_frames, p.window_seconds, p.grad_clip) == ("all_windows", 25, 0.0, 0.0)
+        assert (t.epoch_mode, t.grad_clip) == ("one_per_clip", 1.0)
     kinds = {n: build_method(n).config.frontend for n in VARIANTS}
     assert kinds == {"spear_a2l": "hubert", "spear_a2l_mfcc": "mfcc",
                      "spear_a2l_wav2vec2_conformer": "wav2vec2_conformer", "spear_a2l_unispeech": "unispeech"}
@@ -203,6 +208,17 @@ def test_checkpoint_round_trip_and_config_refusal(clips, tmp_path):
 
 def test_same_seed_same_state_bitwise(clips):
     assert_same_seed_same_state(_method, clips[:2], seed=3)
+
+
+def test_all_windows_epoch_passes_over_every_window(clips):
+    """The paper preset's epoch: every non-overlapping window once, cut at the trainer's starts."""
+    m = _method(epoch_mode="all_windows")
+    m.fit(clips[:2], [], seed=0)
+    assert m.train_log[0]["windows"] == sum(len(window_starts(c.num_frames, 12, 12)) for c in clips[:2])
+    batch = m.make_batch(clips[:2], None, "cpu", starts=[0, 12])
+    np.testing.assert_array_equal(batch["audio"][1].numpy(), clips[1].audio[12 * 640:24 * 640])
+    with pytest.raises(ValueError, match="does not fit"):
+        m.make_batch(clips[:1], None, "cpu", starts=[clips[0].num_frames - 5])
 
 
 def test_overfits_one_clip(clips):

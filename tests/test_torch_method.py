@@ -13,8 +13,9 @@ import torch
 from core.types import MethodInput, Prediction
 from baselines.reference import face_scale
 from baselines.torch_method import (LOSS_CURVE, TRAIN_LOG, TRAIN_STATE, TorchMethod, TorchMethodConfig,
-                                    emotion_index, landmarks_denormalise, landmarks_normalise,
-                                    random_windows)
+                                    crop_starts, emotion_index, epoch_windows, frame_audio,
+                                    landmarks_denormalise, landmarks_normalise, random_windows,
+                                    samples_per_frame, window_starts)
 from core.errors import CheckpointError
 from core.types import Clip
 
@@ -59,8 +60,8 @@ class Toy(TorchMethod):
         return torch.nn.Sequential(torch.nn.Linear(640, h), torch.nn.ReLU(), torch.nn.Dropout(0.1),
                                    torch.nn.Linear(h, 136))
 
-    def make_batch(self, clips, rng, device):
-        w = random_windows(clips, rng, self.config.window_frames)
+    def make_batch(self, clips, rng, device, starts=None):
+        w = random_windows(clips, rng, self.window_length(clips[0].fps), starts)
         target = landmarks_normalise(w.landmarks, w.identity) - landmarks_normalise(w.identity, w.identity)[:, None]
         audio = torch.from_numpy(w.audio).reshape(len(clips), w.frames, 640)
         return {"audio": audio.abs().to(device), "target": torch.from_numpy(target).to(device)}
@@ -217,3 +218,110 @@ def _fresh_state():
     m = Toy()
     m.model = m.build_model()
     return m.state()
+
+
+# ----------------------------------------------------------------------------- epochs and windows
+
+def _record_windows(method: Toy) -> list[list[tuple[str, int, int]]]:
+    """Wrap `method.make_batch`; returns per-epoch lists of (clip id, start, length) it was asked for."""
+    epochs: list[list[tuple[str, int, int]]] = [[]]
+    inner = method.make_batch
+
+    def spy(clips, rng, device, starts=None):
+        batch = inner(clips, rng, device, starts)
+        length = batch["target"].shape[1]
+        if starts is None:  # one_per_clip: the starts random_windows drew are not returned; record -1
+            starts = [-1] * len(clips)
+        epochs[-1].extend((c.id, int(s), length) for c, s in zip(clips, starts))
+        return batch
+
+    method.make_batch = spy
+    method.on_epoch_end = lambda epoch, record: epochs.append([])
+    return epochs
+
+
+def test_all_windows_epoch_visits_every_window_once_and_covers_every_frame():
+    # clip lengths 30..39 and one of 3..8 frames (shorter than the 12-frame window)
+    train = make_clips(5) + [make_clips(1, seed=9, frames=3)[0]]
+    train[-1].id = "short"
+    short = train[-1].num_frames
+    assert short < 12
+    method = Toy(ToyConfig.preset("tiny", epochs=3, epoch_mode="all_windows"))
+    seen = _record_windows(method)
+    method.fit(train, [], seed=0)
+    epochs = seen[:3]
+    expected = sorted((c.id, s, min(12, c.num_frames)) for c in train
+                      for s in window_starts(c.num_frames, min(12, c.num_frames), min(12, c.num_frames)))
+    for visits in epochs:
+        assert sorted(visits) == expected  # each window exactly once per epoch
+        for clip in train:  # together they cover every frame of every clip
+            covered = np.zeros(clip.num_frames, bool)
+            for cid, start, length in visits:
+                if cid == clip.id:
+                    covered[start:start + length] = True
+            assert covered.all(), clip.id
+    assert epochs[0] != epochs[1]  # reshuffled every epoch, from the seeded generator
+    assert ("short", 0, short) in epochs[0]  # a short clip is one whole window, not cut to a neighbour's
+    steps = len(epoch_windows(train, 12, 3, None))
+    assert [r["steps"] for r in method.train_log] == [steps] * 3
+    assert method.train_log[0]["windows"] == len(expected)
+    # the same seed gives the same visiting order
+    again = Toy(ToyConfig.preset("tiny", epochs=3, epoch_mode="all_windows"))
+    seen_again = _record_windows(again)
+    again.fit(train, [], seed=0)
+    assert seen_again[:3] == epochs
+
+
+def test_one_per_clip_epoch_keeps_one_random_window_per_clip():
+    train = make_clips(7)
+    method = Toy(ToyConfig.preset("tiny", epochs=2))
+    assert method.config.epoch_mode == "one_per_clip"
+    seen = _record_windows(method)
+    method.fit(train, [], seed=0)
+    assert sorted(cid for cid, _, _ in seen[0]) == sorted(c.id for c in train)
+    assert [r["steps"] for r in method.train_log] == [3, 3]  # ceil(7 / 3)
+    with pytest.raises(ValueError, match="epoch_mode"):
+        Toy(ToyConfig.preset("tiny", epoch_mode="every_window")).fit(train, [], seed=0)
+
+
+def test_all_windows_resume_matches_uninterrupted(tmp_path):
+    train = make_clips(4)
+    cfg = ToyConfig.preset("tiny", epochs=3, epoch_mode="all_windows")
+    full = Toy(cfg)
+    full.fit(train, [], seed=5, workdir=tmp_path / "full")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_1(epoch, record):
+        if epoch == 1:
+            raise Interrupt
+
+    part = Toy(cfg)
+    part.on_epoch_end = stop_at_1
+    with pytest.raises(Interrupt):
+        part.fit(train, [], seed=5, workdir=tmp_path / "part")
+    resumed = Toy(cfg)
+    resumed.fit(train, [], seed=5, workdir=tmp_path / "part")
+    a, b = full.state(), resumed.state()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_window_seconds_resolve_against_the_clips_fps():
+    method = Toy(ToyConfig.preset("tiny", window_seconds=1.0))
+    assert method.window_length(30) == 30 and method.window_length(25) == 25
+    assert Toy(ToyConfig.preset("tiny")).window_length(30) == 12  # window_frames when no seconds
+    # 16 kHz at 30 fps: 533.33 samples per frame; a 1-s window is 16000 samples, cut where cut_clip cuts
+    clip = make_clips(1, frames=60)[0]
+    clip.fps = 30.0
+    with pytest.raises(ValueError, match="whole number"):
+        samples_per_frame(clip)
+    spf = samples_per_frame(clip, whole=False)
+    assert spf == pytest.approx(16000 / 30)
+    audio = np.arange(len(clip.audio), dtype=np.float32)
+    assert len(frame_audio(audio, spf, 30, 30)) == 16000 and frame_audio(audio, spf, 30, 30)[0] == 16000
+    assert np.array_equal(frame_audio(audio, 640, 2, 3), audio[1280:3200])  # whole spf: as before
+    w = random_windows([clip, clip], np.random.default_rng(0), 30)
+    assert w.audio.shape == (2, 16000) and w.landmarks.shape == (2, 30, 68, 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        crop_starts([clip], np.random.default_rng(0), 30, starts=[clip.num_frames - 29])

@@ -107,6 +107,8 @@ class KFusionNet(nn.Module):
                              "mouth features")
         if cfg.head not in ("kan", "mlp"):
             raise ValueError(f"kfusion: head must be kan or mlp, not {cfg.head!r}")
+        if cfg.fusion_mlp and cfg.use_kfusion:
+            raise ValueError("kfusion: fusion_mlp replaces the KFusion block; it needs use_kfusion=False")
         self.cfg = cfg
         d, heads, ff, drop = cfg.d_model, cfg.heads, cfg.ff_dim, cfg.dropout
         # Content Domain: wav2vec2 features scaled by a learned emotion vector (Eq. 7).
@@ -136,6 +138,10 @@ class KFusionNet(nn.Module):
             self.fuse_face = Bottleneck(2 * n_face, cfg.fusion_hidden, 2)
             self.fuse_face_residual = nn.Conv2d(2 * n_face, 2, 1)
             self.fuse_mouth = Bottleneck(2 * n_mouth, cfg.fusion_hidden, 2)
+        elif cfg.fusion_mlp:  # repl MLP, the caption's reading: a per-frame MLP replaces the block
+            n_in = n_face * 2 * N_POINTS + n_mouth * 2 * N_MOUTH
+            self.fuse_mlp = nn.Sequential(nn.Linear(n_in, cfg.fusion_hidden), nn.SiLU(),
+                                          nn.Linear(cfg.fusion_hidden, 2 * N_POINTS))
         else:  # w/o KFusion: one per-frame linear map of all branch outputs, concatenated
             self.fuse_linear = nn.Linear(n_face * 2 * N_POINTS + n_mouth * 2 * N_MOUTH, 2 * N_POINTS)
         widths = [N_POINTS, cfg.head_hidden, N_POINTS]
@@ -167,7 +173,8 @@ class KFusionNet(nn.Module):
             fused = self.fuse_face(xf) + self.fuse_face_residual(xf)  # Eq. 10
             fused = torch.cat([fused[..., :MOUTH.start], self.fuse_mouth(xm), fused[..., MOUTH.stop:]], -1)  # Eq. 11
         else:
-            flat = self.fuse_linear(torch.cat(face + mouth, dim=-1))  # B x T x 136
+            fuse = self.fuse_mlp if self.cfg.fusion_mlp else self.fuse_linear
+            flat = fuse(torch.cat(face + mouth, dim=-1))  # B x T x 136
             fused = flat.reshape(b, num_frames, N_POINTS, 2).permute(0, 3, 1, 2)
         out = self.head(fused)  # B x 2 x T x 68: the head maps each coordinate row of 68 values (Eq. 12)
         return out.permute(0, 2, 3, 1)

@@ -3,10 +3,11 @@
 Runs before anything heavy: it discovers the dataset with the protocol's adapter options, then
 compares what it found with what the protocol expects — the speakers of each split (explicit
 lists; counts for a seeded speaker-disjoint rule, or its pinned expansion if one exists; the
-videos for the person-specific time split), clips per speaker, separate audio files that are
-missing, containers that cannot be read or that end early, item durations against the fixed
-windowing window, and speakers found but in no split. Media are only probed (container header
-and packet timestamps through PyAV, `bench.data.video.probe`), never decoded.
+videos for the person-specific time split; the clip counts of a clip-level random split), clips
+per speaker, separate audio files that are missing, containers that cannot be read or that end
+early, item durations against the fixed windowing window, and speakers found but in no split.
+Media are only probed (container header and packet timestamps through PyAV,
+`bench.data.video.probe`), never decoded.
 
 Exit status (cli_check): 0 when everything the protocol expects is present and readable, 1
 otherwise. Problems of items whose speaker no split uses are listed but do not fail the check.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.data.raw import DatasetError, RawItem, dataset_root, source
-from bench.protocol import SPLITS, Protocol, ProtocolError, load_protocol, split_file
+from bench.protocol import SPLITS, Protocol, ProtocolError, load_protocol, split_clips_random, split_file
 from bench.data.video import MediaInfo, VideoError, probe
 
 # A video that ends this much before its header's duration or its separate audio is cut short.
@@ -131,6 +132,12 @@ def check(protocol: Protocol | str | Path, root: Optional[str | Path] = None,
                              f"({len(usable)} with every item readable)")
         if len(found) < need:
             problems.append(f"too few speakers: the split needs {need}, found {len(found)}")
+    elif rule == "clip_random":  # clips, not speakers, are split: every speaker is in every part
+        used.update(found)
+        parts = split_clips_random([c.item.id for c in checks], protocol.split) if checks else {}
+        split_lines.append(f"clip_random (seed {protocol.split['seed']}): "
+                           + ", ".join(f"{n} {len(parts.get(n, []))}" for n in SPLITS)
+                           + f" of the {len(checks)} items found (drawn again over the items that prepare)")
     else:  # time: every video of the person is cut into train / test by time
         used.update(found)
         split_lines += _time_split_lines(protocol, checks, problems)

@@ -12,7 +12,7 @@ import numpy as np
 from core.types import Clip
 from bench.data.prepare import prepare_protocol
 from bench.data.raw import DATASETS
-from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split
+from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split, split_clips_random
 
 
 _ROOTS: dict[str, object] = {}  # dataset -> the root last given for it in this process
@@ -55,6 +55,9 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
             raise ProtocolError(f"clip {clip.id} is at {clip.fps} fps but the protocol asks for {protocol.fps}")
     if protocol.split["rule"] == "time":
         parts = split_by_time(clips, protocol.split)
+    elif protocol.split["rule"] == "clip_random":
+        chosen = {name: set(ids) for name, ids in split_clips_random([c.id for c in clips], protocol.split).items()}
+        parts = {name: [c for c in clips if c.id in chosen[name]] for name in SPLITS}
     else:
         split = resolve_split(protocol, speakers or sorted({c.speaker for c in clips}))
         parts = {}
