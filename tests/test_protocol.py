@@ -150,7 +150,7 @@ def test_clip_random_split_is_seeded_exact_and_deterministic():
 
 
 def test_clip_random_split_cuts_clips_before_windowing(raw):
-    from bench.datasets import load_splits
+    from bench.data.clips import load_splits
 
     raw.update(id="clip-random-test", split=CLIP_RULE, windowing={"mode": "fixed", "seconds": 1.0, "hop": 1.0})
     raw["dataset"]["options"] = {"size": 2, "seed": 0}
