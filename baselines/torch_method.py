@@ -140,7 +140,7 @@ def frame_audio(audio: np.ndarray, spf: int | float, start: int, frames: int) ->
     round(start * spf), zero-padded at the end. With a whole `spf` that is exactly frames * spf
     samples from start * spf; with a fractional one (16 kHz at 30 fps) windows of the same length
     still have the same number of samples (30 frames: 16000), and a window starts where
-    `bench.datasets.cut_clip` would cut its audio."""
+    `bench.data.clips.cut_clip` would cut its audio."""
     a0, n = int(round(start * spf)), int(round(frames * spf))
     seg = np.asarray(audio[a0:a0 + n], dtype=np.float32)
     if len(seg) < n:
