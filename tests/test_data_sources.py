@@ -268,8 +268,9 @@ def test_check_counts_time_split_window_and_unassigned_speakers(trees, tmp_path)
     wide = write_protocol(tmp_path / "ps4.yaml", "person_specific", "{rule: time, test_seconds: 1.0}",
                           options="{person: obama, videos: [obama.mp4]}",
                           windowing="{mode: fixed, seconds: 1.5, parts: [test]}")
-    assert any("obama's test part lasts 1.00 s, a window 1.5 s" in p
-               for p in check(wide, trees["person_specific"].root).problems)
+    report = check(wide, trees["person_specific"].root)
+    assert report.ok and any("obama's test part lasts 1.00 s, a window 1.5 s" in n and "N = 1" in n
+                             for n in report.notes)
     too_long = write_protocol(tmp_path / "ps2.yaml", "person_specific", "{rule: time, test_seconds: 3.0}")
     assert any("too short for the time split" in p for p in check(too_long, trees["person_specific"].root).problems)
     counts = write_protocol(tmp_path / "vox.yaml", "voxceleb2",

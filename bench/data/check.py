@@ -135,7 +135,7 @@ def check(protocol: Protocol | str | Path, root: Optional[str | Path] = None,
             problems.append(f"too few speakers: the split needs {need}, found {len(found)}")
     else:  # time: every video of the person is cut into train / test by time
         used.update(found)
-        split_lines += _time_split_lines(protocol, checks, problems)
+        split_lines += _time_split_lines(protocol, checks, problems, notes)
 
     unassigned = sorted(set(found) - used)
     if unassigned:
@@ -175,7 +175,8 @@ def _expected_split(protocol: Protocol) -> tuple[dict[str, list[str]], dict[str,
     return {}, {}
 
 
-def _time_split_lines(protocol: Protocol, checks: list[ItemCheck], problems: list[str]) -> list[str]:
+def _time_split_lines(protocol: Protocol, checks: list[ItemCheck], problems: list[str],
+                      notes: list[str]) -> list[str]:
     split = protocol.split
     val = float(split.get("val_seconds", 0.0))
     win = protocol.windowing
@@ -197,8 +198,9 @@ def _time_split_lines(protocol: Protocol, checks: list[ItemCheck], problems: lis
                 count = int((seconds - win["seconds"]) // win["hop"]) + 1 if seconds >= win["seconds"] else 0
                 text += f" ({count} windows of {win['seconds']:g} s)"
                 if count == 0 and seconds > 0:
-                    problems.append(f"too short for the windows: {c.item.id}'s {name} part lasts "
-                                    f"{seconds:.2f} s, a window {win['seconds']:g} s")
+                    notes.append(f"shorter than one window: {c.item.id}'s {name} part lasts "
+                                 f"{seconds:.2f} s, a window {win['seconds']:g} s; it is scored "
+                                 f"as one whole clip (N = 1)")
             shown.append(text)
         lines.append(f"{c.item.id} ({c.item.speaker}): {c.duration:.2f} s -> " + ", ".join(shown))
         if train <= 0:

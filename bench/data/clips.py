@@ -64,7 +64,8 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
     out = {}
     for name in SPLITS:
         chosen = sorted(parts.get(name, []), key=lambda c: c.id)
-        out[name] = [w for c in chosen for w in window_part(c, name, protocol.windowing)]
+        out[name] = [w for c in chosen for w in window_part(c, name, protocol.windowing,
+                                                              keep_short=protocol.split["rule"] == "time")]
     return out, manifest
 
 
@@ -113,12 +114,17 @@ def cut_clip(clip: Clip, start: int, stop: int, new_id: str, release_parent: boo
     )
 
 
-def window_part(clip: Clip, part: str, windowing: dict) -> list[Clip]:
+def window_part(clip: Clip, part: str, windowing: dict, keep_short: bool = False) -> list[Clip]:
     """A clip of split `part` as the protocol's windowing cuts it: fixed windows where the
-    windowing's `parts` name the split (every split when it names none), the whole clip elsewhere."""
-    if windowing["mode"] == "fixed" and part not in windowing.get("parts", SPLITS):
+    windowing's `parts` name the split (every split when it names none), the whole clip elsewhere.
+
+    `keep_short` (split rule time, where the clip is a part of the person's only video): a part
+    shorter than one window stays one whole clip instead of vanishing; the manifest notes it.
+    """
+    if windowing["mode"] != "fixed" or part not in windowing.get("parts", SPLITS):
         return [clip]
-    return window_clip(clip, windowing)
+    windows = window_clip(clip, windowing)
+    return windows if windows or not keep_short else [clip]
 
 
 def window_clip(clip: Clip, windowing: dict) -> list[Clip]:

@@ -22,8 +22,9 @@ never silent drops: `missing_video`, `missing_audio`, `unreadable`, `truncated`,
 `no_face` (no face in any stored frame, or none in the source frames a face crop needs),
 `face_missing_frames` (see below), `av_duration_mismatch` (audio and video lengths differ by more
 than `AV_TOLERANCE_S`), `silent_audio` (RMS below `SILENCE_RMS`), `too_short` (fewer frames than
-the protocol's window, or than the time split needs), `error` (anything unexpected, with the
-exception).
+the protocol's window, or too few for the time split to leave a train and a test part; under
+split rule `time` a windowed part shorter than one window is kept whole and noted in the entry's
+`notes` instead), `error` (anything unexpected, with the exception).
 
 Frames without a face: a frame where the landmark backend finds no face is kept, masked (False in
 the found mask, NaN landmarks in the cache) and counted in the manifest entry
@@ -547,46 +548,53 @@ def face_rule(protocol) -> str:
 
 
 def apply_protocol_rules(protocol, entries: dict[str, dict], root: Optional[Path] = None) -> None:
-    """Fail, in place, the prepared entries the protocol cannot use: too many frames without a
-    face (`face_rule`) and too few frames for its windows or its time split (`too_short`)."""
+    """Judge, in place, the prepared entries against the protocol: too many frames without a face
+    fails `face_missing_frames` (`face_rule`); too few frames fails `too_short`. Under split rule
+    `time` the entry also gets its missing faces and windows per part (`missing_face_by_part`,
+    `windows_by_part`), and a windowed part shorter than one window is kept whole and noted
+    (`notes`) rather than dropping the person's only video."""
     from bench.protocol import ProtocolError, time_split_bounds
 
     root = Path(root) if root is not None else prepared_root()
     need = window_frames(protocol)
-    windowed = protocol.windowing.get("parts", ()) if protocol.windowing["mode"] == "fixed" else ()
+    fixed = protocol.windowing["mode"] == "fixed"
+    windowed = protocol.windowing["parts"] if fixed else []
+    hop = max(1, int(round(protocol.windowing["hop"] * protocol.fps))) if fixed else 1
+    limit = f"(limit {MAX_MISSING_FRACTION:.0%})"
     for item_id, entry in entries.items():
         if entry["status"] != "ok":
             continue
         n = int(entry["frames"])
         with np.load(entry_dir(root, entry["key"]) / "arrays.npz") as data:
-            found = data["found"].astype(bool)
-        failure = None
-        if protocol.split["rule"] == "time":
-            try:
-                bounds = time_split_bounds(n, protocol.fps, protocol.split, f"item {item_id}")
-            except ProtocolError as exc:
-                entry.update(status="failed", reason="too_short", detail=str(exc))
-                continue
-            entry["missing_face_by_part"] = {name: int((~found[a:b]).sum())
-                                             for name, (a, b) in bounds.items() if b > a}
-            a, b = bounds["test"]
-            checked, span = entry["missing_face_by_part"]["test"], b - a
-            where = f"of the {span} frames of its test part (from {a / protocol.fps:.2f} s)"
-            short = [(name, stop - start) for name, (start, stop) in bounds.items()
-                     if name in windowed and 0 < stop - start < need]
-        else:
-            checked, span = int((~found).sum()), n
-            where = f"of its {span} frames"
-            short = [("item", n)] if n < need else []
-        if checked > MAX_MISSING_FRACTION * span:
-            failure = ("face_missing_frames", f"no face found in {checked} {where} (limit "
-                                              f"{MAX_MISSING_FRACTION:.0%})")
-        elif short:
-            name, frames = short[0]
-            failure = ("too_short", f"{frames} frames" + ("" if name == "item" else f" in its {name} part")
-                       + f", the protocol's window needs {need}")
-        if failure:
-            entry.update(status="failed", reason=failure[0], detail=failure[1])
+            missing = ~data["found"].astype(bool)
+        if protocol.split["rule"] != "time":
+            if missing.sum() > MAX_MISSING_FRACTION * n:
+                entry.update(status="failed", reason="face_missing_frames",
+                             detail=f"no face found in {int(missing.sum())} of its {n} frames {limit}")
+            elif n < need:
+                entry.update(status="failed", reason="too_short",
+                             detail=f"{n} frames, the protocol's window needs {need}")
+            continue
+        try:
+            bounds = time_split_bounds(n, protocol.fps, protocol.split, f"item {item_id}")
+        except ProtocolError as exc:
+            entry.update(status="failed", reason="too_short", detail=str(exc))
+            continue
+        parts = {name: (a, b) for name, (a, b) in bounds.items() if b > a}
+        entry["missing_face_by_part"] = {name: int(missing[a:b].sum()) for name, (a, b) in parts.items()}
+        counts = {name: len(range(0, b - a - need + 1, hop)) for name, (a, b) in parts.items()
+                  if name in windowed}
+        if counts:
+            entry["windows_by_part"] = counts
+        notes = [f"{name} part: {parts[name][1] - parts[name][0]} frames, shorter than one "
+                 f"{need}-frame window: kept as one whole clip" for name, k in counts.items() if k == 0]
+        if notes:
+            entry["notes"] = notes
+        a, b = bounds["test"]
+        if entry["missing_face_by_part"]["test"] > MAX_MISSING_FRACTION * (b - a):
+            entry.update(status="failed", reason="face_missing_frames",
+                         detail=f"no face found in {entry['missing_face_by_part']['test']} of the "
+                                f"{b - a} frames of its test part (from {a / protocol.fps:.2f} s) {limit}")
 
 
 def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int = 1,
