@@ -18,9 +18,7 @@ centre-square crop contains the face).
 
 Framing: by default the face fills a height x height square centred in the frame. `frame_size`
 (width, height) and `face_box` (left, top, side) change that, e.g. an ordinary 16:9
-person-specific video with the face off centre (`WIDE_PERSON`); `face_gap` (start, stop), as
-fractions of each video's frames, shows only the background over that span (a speaker who turns
-away or a cut-away shot inside a long video).
+person-specific video with the face off centre (`WIDE_PERSON`).
 
 Frame rate is 25 fps for every dataset (synthtalk's rate; MEAD, CREMA-D and TCD-TIMIT are 30 fps
 as distributed — the preprocessing resamples either way).
@@ -96,8 +94,7 @@ class FakeTree:
 def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = None,
                     clips_per_speaker: int = 2, seconds: float = 1.2, defects=(), seed: int = 0,
                     frame_size: Optional[tuple[int, int]] = None,
-                    face_box: Optional[tuple[int, int, int]] = None,
-                    face_gap: Optional[tuple[float, float]] = None) -> FakeTree:
+                    face_box: Optional[tuple[int, int, int]] = None) -> FakeTree:
     """Write a small `dataset` tree under `root` and describe it (see the module docstring)."""
     if dataset not in DATASETS:
         raise ValueError(f"no fake tree for {dataset!r}; known: {list(DATASETS)}")
@@ -127,7 +124,7 @@ def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = No
             texts[clip.id] = " ".join(clip.words)
             _write_clip(dataset, clip, voice, identity, look, clip.seconds or seconds,
                         np.random.default_rng([seed, number, index]), clip.id == no_face_id,
-                        framing, face_gap)
+                        framing)
     affected = _apply_defects(dataset, clips, defects)
     return FakeTree(dataset, root, speakers, clips, affected, texts)
 
@@ -135,8 +132,8 @@ def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = No
 # ----------------------------------------------------------------------------- writing a take
 
 def _write_clip(dataset: str, clip: FakeClip, voice: corpus.Speaker, identity, look, seconds: float,
-                rng: np.random.Generator, no_face: bool, framing: tuple[int, int, int, int, int],
-                face_gap: Optional[tuple[float, float]] = None) -> None:
+                rng: np.random.Generator, no_face: bool, framing: tuple[int, int, int, int, int]
+                ) -> None:
     # GRID-grammar sentences name letters ("bin blue at f ..."): say the letter's name.
     spoken = clip.words if dataset == "cremad" else [
         speech.LETTER_NAMES.get(w, w) if len(w) == 1 else w for w in clip.words]
@@ -153,9 +150,6 @@ def _write_clip(dataset: str, clip: FakeClip, voice: corpus.Speaker, identity, l
         # The face is drawn in a side x side square at (left, top) (default: height x height, centred).
         square = render.render_frames(track.landmarks, look, side)
         frames[:, top:top + side, left:left + side] = square
-        if face_gap is not None:
-            start, stop = (int(round(f * num_frames)) for f in face_gap)
-            frames[start:stop] = look.background
     # Video files carry the sound too, as in every one of these corpora; the separate file (where
     # the layout has one) is what the adapter points `RawItem.audio` at.
     for video in [clip.video, *clip.extra_videos]:
