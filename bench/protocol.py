@@ -415,15 +415,52 @@ def _parse_split(split: dict) -> dict:
 
 
 def _parse_windowing(win: Any) -> dict:
+    """`{mode: whole}`, or `{mode: fixed, seconds, hop (default seconds), parts}`: clips of the
+    splits named in `parts` (default all) are cut into windows of `seconds` every `hop` seconds
+    (a tail shorter than a window is dropped); the other splits keep whole clips. The
+    person-specific protocols window only the test part (`parts: [test]`): training sees the whole
+    train part, and the test scores have one value per window, so N > 1 and real intervals."""
     if not isinstance(win, dict) or win.get("mode") not in ("whole", "fixed"):
         raise ProtocolError("windowing.mode: expected 'whole' or 'fixed'")
+    keys = {"mode"} | ({"seconds", "hop", "parts"} if win["mode"] == "fixed" else set())
+    for key in win:
+        if key not in keys:
+            raise ProtocolError(f"windowing.{key}: unknown key for mode {win['mode']!r}; allowed: {sorted(keys)}")
     if win["mode"] == "fixed":
         seconds = _typed(win, "seconds", (int, float), "windowing.seconds")
         hop = win.get("hop", seconds)
+        if isinstance(hop, bool) or not isinstance(hop, (int, float)):
+            raise ProtocolError(f"windowing.hop: expected int or float, got {hop!r}")
         if seconds <= 0 or hop <= 0:
             raise ProtocolError("windowing: seconds and hop must be positive")
-        return {"mode": "fixed", "seconds": float(seconds), "hop": float(hop)}
+        parts = win.get("parts", list(SPLITS))
+        if (not isinstance(parts, list) or not parts or len(set(parts)) != len(parts)
+                or any(p not in SPLITS for p in parts)):
+            raise ProtocolError(f"windowing.parts: expected a non-empty list of distinct split names "
+                                f"({', '.join(SPLITS)}), got {parts!r}")
+        return {"mode": "fixed", "seconds": float(seconds), "hop": float(hop),
+                "parts": [p for p in SPLITS if p in parts]}
     return {"mode": "whole"}
+
+
+def time_split_bounds(num_frames: int, fps: float, rule: dict, what: str = "a clip"
+                      ) -> dict[str, tuple[int, int]]:
+    """Frame ranges [start, stop) of train, val and test under split rule `time`.
+
+    The last `test_seconds` (or `test_fraction` of the frames, rounded) is test, the `val_seconds`
+    before it val, the rest train. ProtocolError naming `what` when no train or test frame is left.
+    """
+    n = int(num_frames)
+    if "test_seconds" in rule:
+        n_test = int(round(rule["test_seconds"] * fps))
+    else:
+        n_test = int(round(rule["test_fraction"] * n))
+    n_val = int(round(rule.get("val_seconds", 0) * fps))
+    n_train = n - n_test - n_val
+    if n_test < 1 or n_train < 1:
+        raise ProtocolError(f"split: {what} has {n} frames; rule 'time' leaves {n_train} for train "
+                            f"and {n_test} for test")
+    return {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
 
 
 def _parse_metric(entry: Any, i: int) -> MetricSpec:

@@ -5,14 +5,27 @@ A crop window is (x0, y0, w, h) in integer source pixels; it may reach outside t
 the pad value fills in. Every crop is then resized to `resolution` x `resolution`. The recipes
 (`preprocessing.crop` in a protocol, parameters in `preprocessing.crop_params`):
 
-* ``none`` — the whole frame, resized to the square resolution (a non-square frame is stretched;
-  use ``center_square`` to keep the aspect ratio).
+* ``none`` — the whole frame, resized to the square resolution. A non-square frame is never
+  stretched silently: `stretch_problem` names it (preprocessing fails the item with
+  `non_square_stretch`) unless ``crop_params.stretch`` is true; a face recipe or ``center_square``
+  keeps the aspect ratio.
 * ``center_square`` — KFusion on MEAD 1920x1080: the centred square whose side is the frame's
   shorter side (the height for landscape video), or ``crop_params.size`` pixels.
 * ``landmark_box`` — IP_LAP style: the bounding box of the 68 points, each side pushed out by
   ``margin`` (default 0.2) times the box size, made square around its centre (side = the longer
   side), then centre and side averaged over ``smooth`` frames (default 5; a centred moving
   average with the edge values repeated, so the crop does not jitter with the detector).
+* ``face_square_static`` — the person-specific NeRF framing (AD-NeRF, RAD-NeRF, ER-NeRF,
+  GeneFace / GeneFace++): one square window for the whole video, so the camera stays static as
+  the NeRFs assume. Those papers publish no crop procedure: they take a 25 fps head-and-shoulders
+  video already cut to a square with the face centred and present in every frame (450 x 450 for
+  AD-NeRF's Obama video, 512 x 512 for the others; GeneFace++'s step 0 then only runs
+  ``scale=512:512``, which would stretch anything not square). talkbench's recipe: centre = the
+  median over the found frames of the 68-point box centre, side = the median box side (the box's
+  longer side) pushed out by ``margin`` times itself on each side (default 0.75: 2.5 box sides,
+  head, neck and the top of the shoulders); the window is then moved inside the frame (no padding
+  while it fits) and shrunk to the frame's shorter side when it is larger. The margin is
+  talkbench's choice for that framing, not a number from the papers.
 * ``syncnet`` — joonson/syncnet_python ``run_pipeline.py`` (reference/metrics.md §1.3): the face
   box's centre and half-size s = max(w, h) / 2, each median-filtered over 13 frames (zero padded,
   as ``scipy.signal.medfilt``), rows [cy - s, cy + s (1 + 2 cs)], columns [cx - s (1 + cs),
@@ -62,8 +75,9 @@ DETECT_SIZE = 512
 class CropRecipe:
     """A crop recipe: its parameters with defaults, and its per-frame windows.
 
-    `needs_face` recipes get `windows(params, landmarks, boxes, found)` (detections on the source
-    frames); the others `windows(params, width, height, n)`. Both return n x 4 int windows.
+    `needs_face` recipes get `windows(params, landmarks, boxes, found, frame_size)` (detections
+    on the source frames; `frame_size` (width, height) or None); the others
+    `windows(params, width, height, n)`. Both return n x 4 int windows.
     """
 
     name: str
@@ -87,8 +101,8 @@ def _center_square(params: dict, width: int, height: int, n: int) -> np.ndarray:
     return np.tile(np.array(window, dtype=np.int64), (n, 1))
 
 
-def _landmark_box(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray
-                  ) -> np.ndarray:
+def _landmark_box(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray,
+                  frame_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     raw = landmark_boxes(landmarks, found)  # centre and s = max(w, h) / 2, gaps interpolated
     margin = float(params["margin"])
     cx, cy = _moving_average(raw.cx, params["smooth"]), _moving_average(raw.cy, params["smooth"])
@@ -98,8 +112,8 @@ def _landmark_box(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found:
     return np.stack([x0, y0, side, side], axis=1).astype(np.int64)
 
 
-def _syncnet_track(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray
-                   ) -> np.ndarray:
+def _syncnet_track(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray,
+                   frame_size: Optional[tuple[int, int]] = None) -> np.ndarray:
     corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)  # the box as two points
     smooth = smooth_boxes(landmark_boxes(corners, found), int(params["kernel"]))
     out = np.empty((len(found), 4), dtype=np.int64)
@@ -110,10 +124,33 @@ def _syncnet_track(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found
     return out
 
 
+def _face_square_static(params: dict, landmarks: np.ndarray, boxes: np.ndarray, found: np.ndarray,
+                        frame_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    lmk = np.asarray(landmarks, dtype=np.float64)
+    usable = np.asarray(found, dtype=bool) & np.isfinite(lmk).all(axis=(1, 2))
+    if not usable.any():
+        raise ValueError("no frame has usable landmarks for the face_square_static crop")
+    lo, hi = lmk[usable].min(axis=1), lmk[usable].max(axis=1)
+    cx, cy = np.median((lo + hi) / 2, axis=0)
+    side = float(np.median((hi - lo).max(axis=1))) * (1 + 2 * float(params["margin"]))
+    x0, y0 = cx - side / 2, cy - side / 2
+    if frame_size is not None:
+        width, height = (int(v) for v in frame_size)
+        side = min(side, width, height)
+        x0 = min(max(cx - side / 2, 0.0), width - side)
+        y0 = min(max(cy - side / 2, 0.0), height - side)
+    side = max(int(round(side)), 1)
+    x0, y0 = int(round(x0)), int(round(y0))
+    if frame_size is not None:  # rounding must not push the window past the frame
+        x0, y0 = min(max(x0, 0), width - side), min(max(y0, 0), height - side)
+    return np.tile(np.array((x0, y0, side, side), dtype=np.int64), (len(found), 1))
+
+
 for _recipe in (
-    CropRecipe("none", {}, False, _whole_frame),
+    CropRecipe("none", {"stretch": False}, False, _whole_frame),
     CropRecipe("center_square", {"size": None}, False, _center_square),
     CropRecipe("landmark_box", {"margin": 0.2, "smooth": 5, "pad_value": 0}, True, _landmark_box),
+    CropRecipe("face_square_static", {"margin": 0.75, "pad_value": 0}, True, _face_square_static),
     CropRecipe("syncnet", {"crop_scale": CROP_SCALE, "kernel": MEDIAN_KERNEL, "pad_value": PAD_VALUE},
                True, _syncnet_track),
 ):
@@ -153,11 +190,13 @@ def static_windows(recipe: str, params: dict, width: int, height: int, n: int) -
 
 
 def face_windows(recipe: str, params: dict, landmarks: np.ndarray, boxes: np.ndarray,
-                 found: np.ndarray) -> np.ndarray:
-    """n x 4 int windows of `landmark_box` (from the 68 points) or `syncnet` (from face boxes).
+                 found: np.ndarray, frame_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """n x 4 int windows of a face recipe: `landmark_box` and `face_square_static` (from the 68
+    points) or `syncnet` (from face boxes).
 
     `landmarks` n x 68 x 2 and `boxes` n x 4 (x0, y0, x1, y1) are in source pixels, NaN where
-    `found` is False. Raises ValueError when no frame has a face.
+    `found` is False; `frame_size` (width, height) of the source lets a recipe keep its window
+    inside the frame. Raises ValueError when no frame has a face.
     """
     spec = CROP_RECIPES.get(recipe)
     if not spec.needs_face:
@@ -165,7 +204,20 @@ def face_windows(recipe: str, params: dict, landmarks: np.ndarray, boxes: np.nda
     found = np.asarray(found, dtype=bool)
     if not found.any():
         raise ValueError("no face found in any frame")
-    return spec.windows(params, landmarks, boxes, found)
+    return spec.windows(params, landmarks, boxes, found, frame_size)
+
+
+def stretch_problem(recipe: str, params: dict, width: int, height: int) -> Optional[str]:
+    """Why the recipe would distort a width x height source, or None.
+
+    Only ``none`` resizes the whole frame to a square: on a non-square frame that stretches the
+    face (and a detector then misses it), so it is refused unless ``crop_params.stretch`` is true.
+    """
+    if recipe != "none" or int(width) == int(height) or params.get("stretch"):
+        return None
+    return (f"a {width}x{height} frame under crop 'none' would be stretched to a square; use a "
+            f"face crop (face_square_static, landmark_box) or center_square, or set "
+            f"crop_params: {{stretch: true}} to stretch on purpose")
 
 
 def _moving_average(values: np.ndarray, size: int) -> np.ndarray:

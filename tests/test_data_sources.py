@@ -35,7 +35,7 @@ def write_protocol(path, dataset, split, options=None, windowing="{mode: whole}"
         id: test_{dataset}
         version: 1
         dataset: {{name: {dataset}{opts}}}
-        preprocessing: {{fps: 25, resolution: 128}}
+        preprocessing: {{fps: 25, resolution: 128, crop: center_square}}
         split: {split}
         windowing: {windowing}
         metrics: [M-LD]
@@ -259,6 +259,18 @@ def test_check_counts_time_split_window_and_unassigned_speakers(trees, tmp_path)
                         options="{person: obama, videos: [obama.mp4]}")
     report = check(ps, trees["person_specific"].root)
     assert report.ok and "obama (obama): 2.40 s -> train 1.40 s, test 1.00 s" in report.split_lines
+    windowed = write_protocol(tmp_path / "ps3.yaml", "person_specific", "{rule: time, test_seconds: 1.0}",
+                              options="{person: obama, videos: [obama.mp4]}",
+                              windowing="{mode: fixed, seconds: 0.4, parts: [test]}")
+    report = check(windowed, trees["person_specific"].root)
+    assert report.ok and ("obama (obama): 2.40 s -> train 1.40 s, test 1.00 s (2 windows of 0.4 s)"
+                          in report.split_lines)
+    wide = write_protocol(tmp_path / "ps4.yaml", "person_specific", "{rule: time, test_seconds: 1.0}",
+                          options="{person: obama, videos: [obama.mp4]}",
+                          windowing="{mode: fixed, seconds: 1.5, parts: [test]}")
+    report = check(wide, trees["person_specific"].root)
+    assert report.ok and any("obama's test part lasts 1.00 s, a window 1.5 s" in n and "N = 1" in n
+                             for n in report.notes)
     too_long = write_protocol(tmp_path / "ps2.yaml", "person_specific", "{rule: time, test_seconds: 3.0}")
     assert any("too short for the time split" in p for p in check(too_long, trees["person_specific"].root).problems)
     counts = write_protocol(tmp_path / "vox.yaml", "voxceleb2",

@@ -9,6 +9,10 @@ downloads, not available offline), the split names the fake speakers, and the me
 to what runs offline in seconds. The checks: `check` finds every item and names the broken ones,
 `prepare` fails exactly the defective items with the right reasons, and `run` scores the
 remaining test-split clips and reports the failures.
+
+The person-specific case also runs an ordinary 16:9 video (the face off centre in a 640 x 360
+frame) through the shipped NeRF protocols' preprocessing unchanged: it prepares, a video with no
+face is still rejected with `no_face`, and `crop: none` refuses to stretch it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import yaml
 
 from bench.cli import main
 from bench.data.check import check
-from bench.data.fake_trees import build_fake_tree
+from bench.data.fake_trees import WIDE_PERSON, build_fake_tree
 from bench.data.prepare import prepare_protocol
 from bench.data.clips import load_splits
 from bench.protocol import load_protocol
@@ -48,8 +52,9 @@ def _fake_protocol(dataset: str, paper_id: str, tree, path):
     raw = load_protocol(paper_id).raw  # resolved: bases and split files merged in
     raw["id"] = f"fake_{dataset}"
     raw["preprocessing"].update(landmark_backend="dlib", landmark_params={}, pose_backend="pnp")
-    if raw["preprocessing"].get("crop") in ("landmark_box", "syncnet"):
-        raw["preprocessing"]["crop_params"] = {"detect_size": 360}
+    if raw["preprocessing"].get("crop") in ("landmark_box", "syncnet", "face_square_static"):
+        raw["preprocessing"]["crop_params"] = {**raw["preprocessing"].get("crop_params", {}),
+                                               "detect_size": 360}
     raw["metrics"] = ["M-LD", "F-LD", {"name": "PSNR", "params": {"data_range": 255}}]
     raw["methods"] = ["static"]
     raw["reference_results"] = []
@@ -60,7 +65,9 @@ def _fake_protocol(dataset: str, paper_id: str, tree, path):
         raw["split"] = {"rule": "explicit", "train": [s for s in tree.speakers if s != _test_speaker(tree)],
                         "val": [], "test": [_test_speaker(tree)]}
     if raw.get("windowing", {}).get("mode") == "fixed":
-        raw["windowing"] = {"mode": "fixed", "seconds": 1.0}
+        # person-specific: the 2.4 s videos' 0.96 s test part gives two 0.4 s windows
+        seconds = 0.4 if dataset == "person_specific" else 1.0
+        raw["windowing"] = {**raw["windowing"], "seconds": seconds, "hop": seconds}
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return load_protocol(path)
 
@@ -105,6 +112,9 @@ def test_fake_tree_check_prepare_run(dataset, tmp_path):
     if dataset == "person_specific":
         assert splits["train"] and splits["test"]
         assert {c.speaker for c in splits["test"]} <= {c.speaker for c in splits["train"]}
+        # the test part is scored in windows (N > 1), training sees the whole train part
+        assert len(splits["test"]) == 2 * len(splits["train"])
+        assert all(c.id.endswith("_train") for c in splits["train"])
     else:
         test_speaker = _test_speaker(tree)
         assert {c.speaker for c in splits["test"]} <= {test_speaker}
@@ -133,3 +143,64 @@ def test_missing_landmark_model_is_one_clear_error_before_any_item(tmp_path):
         prepare_protocol(protocol, tree.root, progress=False)
     assert "talkbench weights download fan_2d" in str(err.value) or "pip install" in str(err.value)
     assert main(["data", "prepare", "kfusion_t1_mead", "--root", str(tree.root), "--quiet"]) == 2
+
+
+def _wide_protocol(tmp_path, **pre):
+    """gnerf_t1_test_a as shipped, on every video under the root, with the split and windows
+    scaled to 2.4 s videos (0.96 s test part, two 0.4 s windows); `pre` overrides preprocessing."""
+    shipped = [load_protocol(name) for name in ("gnerf_t1_test_a", "gnerf_t1_test_b", "gnerf_t3_test_a")]
+    assert all(p.preprocessing == shipped[0].preprocessing for p in shipped)
+    raw = shipped[0].raw
+    raw.update(id="wide_person", reference_results=[], methods=["ground_truth", "static"],
+               metrics=[{"name": "LMD", "params": {"region": "mouth", "normalize": "none"}},
+                        {"name": "PSNR", "params": {"data_range": 255}}])
+    raw["dataset"]["options"] = {}
+    raw["split"] = {"rule": "time", "test_fraction": 0.4}
+    raw["windowing"] = {**raw["windowing"], "seconds": 0.4, "hop": 0.4}
+    raw["preprocessing"].update(pre)
+    path = tmp_path / f"wide_person{len(pre)}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_protocol(path), shipped[0]
+
+
+def test_wide_person_specific_video_prepares_under_the_shipped_protocols(tmp_path):
+    tree = build_fake_tree("person_specific", tmp_path / "root", speakers=["obama", "may"],
+                           clips_per_speaker=2, seconds=1.2, defects=("no_face",), **WIDE_PERSON)
+    assert tree.affected == {"no_face": "obama"}
+    protocol, shipped = _wide_protocol(tmp_path)
+    assert protocol.preprocessing == shipped.preprocessing  # the shipped crop, detector, 512 px
+    assert check(protocol, tree.root).ok
+
+    prepared = prepare_protocol(protocol, tree.root, progress=False)
+    manifest = prepared.manifest
+    entries = manifest["entries"]
+    assert entries["may"]["status"] == "ok", entries["may"]
+    assert entries["may"]["missing_face_frames"] <= 3  # of 60: the face is found, not stretched away
+    assert manifest["failed"] == {"no_face": ["obama"]}  # no face at all: still rejected, with why
+    assert "no face found" in entries["obama"]["detail"]
+    assert "test part" in manifest["face_rule"]
+    (clip,) = prepared.clips
+    assert clip.frames.shape[1:] == (512, 512, 3)
+
+    out = run(str(protocol.path), device="cpu", out_root=tmp_path / "results", progress=False,
+              data_root=tree.root)
+    static = json.loads((out / "static.json").read_text())
+    assert static["clips"] == 2 and static["metrics"]["LMD"]["n"] == 2  # windows of the test part
+    low, high = static["metrics"]["LMD"]["ci"]
+    assert low < high  # N = 2 different windows: a real interval, not [x, x]
+    truth = json.loads((out / "ground_truth.json").read_text())
+    assert truth["metrics"]["LMD"]["value"] == 0
+
+
+def test_wide_person_specific_video_is_not_stretched_silently(tmp_path):
+    tree = build_fake_tree("person_specific", tmp_path / "root", speakers=["may"],
+                           clips_per_speaker=2, seconds=1.2, **WIDE_PERSON)
+    protocol, _ = _wide_protocol(tmp_path, crop="none", crop_params={})
+    report = check(protocol, tree.root)
+    assert not report.ok and any("non-square video: may" in p and "stretch: true" in p
+                                 for p in report.problems)
+    manifest = prepare_protocol(protocol, tree.root, progress=False).manifest
+    assert manifest["failed"] == {"non_square_stretch": ["may"]}
+    assert "640x360" in manifest["entries"]["may"]["detail"]
+    with pytest.raises(ValueError, match="no item could be prepared"):
+        load_splits(protocol, progress=False, root=tree.root)

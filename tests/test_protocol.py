@@ -46,6 +46,11 @@ def test_hash_changes_with_content_not_key_order(raw):
     (lambda r: r["metrics"].insert(0, {"label": "x"}), "metrics[0]"),
     (lambda r: r["metrics"].append({"name": "LMD", "label": "M-LD"}), "duplicate labels"),
     (lambda r: r.update(windowing={"mode": "fixed"}), "windowing.seconds"),
+    (lambda r: r.update(windowing={"mode": "fixed", "seconds": 2, "parts": ["eval"]}), "windowing.parts"),
+    (lambda r: r.update(windowing={"mode": "fixed", "seconds": 2, "parts": []}), "windowing.parts"),
+    (lambda r: r.update(windowing={"mode": "fixed", "seconds": 2, "parts": "test"}), "windowing.parts"),
+    (lambda r: r.update(windowing={"mode": "whole", "seconds": 2}), "windowing.seconds"),
+    (lambda r: r.update(windowing={"mode": "fixed", "seconds": 2, "size": 3}), "windowing.size"),
     (lambda r: r.update(landmarks_from="guess"), "landmarks_from"),
     (lambda r: r.update(reference_results=[{"source": "x", "table": "1",
                                             "rows": [{"method": "a", "values": {"NIQE": 3}}]}]),
@@ -172,3 +177,32 @@ def test_data_check_reports_a_clip_random_split(tmp_path):
     assert report.split_lines == ["clip_random (seed 0): train 11, val 0, test 1 of the 12 items found "
                                   "(drawn again over the items that prepare)"]
     assert report.ok and not report.unassigned  # every speaker is in the split
+
+
+def test_windowing_parts_default_to_every_split_and_keep_split_order(raw):
+    raw["windowing"] = {"mode": "fixed", "seconds": 2}
+    assert parse_protocol(raw).windowing == {"mode": "fixed", "seconds": 2.0, "hop": 2.0,
+                                             "parts": ["train", "val", "test"]}
+    raw["windowing"] = {"mode": "fixed", "seconds": 2, "hop": 1, "parts": ["test", "train"]}
+    assert parse_protocol(raw).windowing["parts"] == ["train", "test"]
+
+
+def test_time_split_bounds():
+    from bench.protocol import time_split_bounds
+
+    assert time_split_bounds(100, 25, {"rule": "time", "test_fraction": 0.1}) == {
+        "train": (0, 90), "val": (90, 90), "test": (90, 100)}
+    assert time_split_bounds(100, 25, {"rule": "time", "test_seconds": 1, "val_seconds": 0.4}) == {
+        "train": (0, 65), "val": (65, 75), "test": (75, 100)}
+    with pytest.raises(ProtocolError, match="item x has 20 frames"):
+        time_split_bounds(20, 25, {"rule": "time", "test_seconds": 1}, "item x")
+
+
+def test_person_specific_protocols_crop_a_face_square_and_window_the_test_part():
+    """Real 16:9 footage: the shipped NeRF protocols never stretch a frame, and score the test
+    part in 2 s windows (N > 1) while training sees the whole train part."""
+    for name in ("gnerf_t1_test_a", "gnerf_t1_test_b", "gnerf_t3_test_a"):
+        p = load_protocol(name)
+        assert p.preprocessing["crop"] == "face_square_static", name
+        assert p.split["rule"] == "time"
+        assert p.windowing == {"mode": "fixed", "seconds": 2.0, "hop": 2.0, "parts": ["test"]}

@@ -3,11 +3,11 @@
 Runs before anything heavy: it discovers the dataset with the protocol's adapter options, then
 compares what it found with what the protocol expects — the speakers of each split (explicit
 lists; counts for a seeded speaker-disjoint rule, or its pinned expansion if one exists; the
-videos for the person-specific time split; the clip counts of a clip-level random split), clips
-per speaker, separate audio files that are missing, containers that cannot be read or that end
-early, item durations against the fixed windowing window, and speakers found but in no split.
-Media are only probed (container header and packet timestamps through PyAV,
-`bench.data.video.probe`), never decoded.
+videos for the person-specific time split, with the test part's windows; the clip counts of a
+clip-level random split), clips per speaker, separate audio files that are missing, containers that
+cannot be read or that end early, item durations against the fixed windowing window, non-square
+videos that crop `none` would stretch, and speakers found but in no split. Media are only probed
+(container header and packet timestamps through PyAV, `bench.data.video.probe`), never decoded.
 
 Exit status (cli_check): 0 when everything the protocol expects is present and readable, 1
 otherwise. Problems of items whose speaker no split uses are listed but do not fail the check.
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from faces.crops import crop_params, stretch_problem
 from bench.data.raw import DatasetError, RawItem, dataset_root, source
 from bench.protocol import SPLITS, Protocol, ProtocolError, load_protocol, split_clips_random, split_file
 from bench.data.video import MediaInfo, VideoError, probe
@@ -140,14 +141,21 @@ def check(protocol: Protocol | str | Path, root: Optional[str | Path] = None,
                            + f" of the {len(checks)} items found (drawn again over the items that prepare)")
     else:  # time: every video of the person is cut into train / test by time
         used.update(found)
-        split_lines += _time_split_lines(protocol, checks, problems)
+        split_lines += _time_split_lines(protocol, checks, problems, notes)
 
     unassigned = sorted(set(found) - used)
     if unassigned:
         notes.append(f"speakers found but in no split ({len(unassigned)}): {', '.join(unassigned)}")
     window = protocol.windowing.get("seconds") if protocol.windowing["mode"] == "fixed" else None
+    if rule == "time":  # the time split's own lines check the windowed parts
+        window = None
+    crop = protocol.preprocessing["crop"]
+    params = crop_params(crop, protocol.preprocessing.get("crop_params"))
     for c in checks:
         outside = c.item.speaker in unassigned
+        stretched = c.video and stretch_problem(crop, params, c.video.width, c.video.height)
+        if stretched:
+            c.problems.append(("non-square video", stretched))
         for kind, detail in c.problems:
             line = f"{kind}: {c.item.id}: {detail}"
             (notes if outside else problems).append(line + (" (speaker in no split)" if outside else ""))
@@ -173,9 +181,12 @@ def _expected_split(protocol: Protocol) -> tuple[dict[str, list[str]], dict[str,
     return {}, {}
 
 
-def _time_split_lines(protocol: Protocol, checks: list[ItemCheck], problems: list[str]) -> list[str]:
+def _time_split_lines(protocol: Protocol, checks: list[ItemCheck], problems: list[str],
+                      notes: list[str]) -> list[str]:
     split = protocol.split
     val = float(split.get("val_seconds", 0.0))
+    win = protocol.windowing
+    windowed = win.get("parts", []) if win["mode"] == "fixed" else []
     lines = []
     for c in checks:
         if c.duration is None:
@@ -183,8 +194,21 @@ def _time_split_lines(protocol: Protocol, checks: list[ItemCheck], problems: lis
             continue
         test = split["test_seconds"] if "test_seconds" in split else c.duration * split["test_fraction"]
         train = c.duration - test - val
-        lines.append(f"{c.item.id} ({c.item.speaker}): {c.duration:.2f} s -> train {max(train, 0):.2f} s"
-                     + (f", val {val:g} s" if val else "") + f", test {test:.2f} s")
+        parts = {"train": max(train, 0.0), "val": val, "test": test}
+        shown = []
+        for name, seconds in parts.items():
+            if name == "val" and not seconds:
+                continue
+            text = f"{name} {seconds:.2f} s" if name != "val" else f"val {seconds:g} s"
+            if name in windowed:
+                count = int((seconds - win["seconds"]) // win["hop"]) + 1 if seconds >= win["seconds"] else 0
+                text += f" ({count} windows of {win['seconds']:g} s)"
+                if count == 0 and seconds > 0:
+                    notes.append(f"shorter than one window: {c.item.id}'s {name} part lasts "
+                                 f"{seconds:.2f} s, a window {win['seconds']:g} s; it is scored "
+                                 f"as one whole clip (N = 1)")
+            shown.append(text)
+        lines.append(f"{c.item.id} ({c.item.speaker}): {c.duration:.2f} s -> " + ", ".join(shown))
         if train <= 0:
             problems.append(f"too short for the time split: {c.item.id} lasts {c.duration:.2f} s, "
                             f"the protocol holds out {test + val:.2f} s")

@@ -12,7 +12,7 @@ import numpy as np
 from core.types import Clip
 from bench.data.prepare import prepare_protocol
 from bench.data.raw import DATASETS
-from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split, split_clips_random
+from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split, split_clips_random, time_split_bounds
 
 
 _ROOTS: dict[str, object] = {}  # dataset -> the root last given for it in this process
@@ -67,7 +67,8 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
     out = {}
     for name in SPLITS:
         chosen = sorted(parts.get(name, []), key=lambda c: c.id)
-        out[name] = [w for c in chosen for w in window_clip(c, protocol.windowing)]
+        out[name] = [w for c in chosen for w in window_part(c, name, protocol.windowing,
+                                                              keep_short=protocol.split["rule"] == "time")]
     return out, manifest
 
 
@@ -75,22 +76,13 @@ def split_by_time(clips: list[Clip], rule: dict) -> dict[str, list[Clip]]:
     """Split rule `time` (person-specific video): cut every clip by time, before windowing.
 
     The last `test_seconds` (or `test_fraction` of the clip's frames, rounded) is test, the
-    `val_seconds` before it val, the rest train. Parts are named `<clip>_train`, `_val`, `_test`.
-    A clip too short to leave any training frames is an error naming it.
+    `val_seconds` before it val, the rest train (`bench.protocol.time_split_bounds`). Parts are
+    named `<clip>_train`, `_val`, `_test`. A clip too short to leave any training frames is an
+    error naming it.
     """
     out: dict[str, list[Clip]] = {name: [] for name in SPLITS}
     for clip in clips:
-        n = clip.num_frames
-        if "test_seconds" in rule:
-            n_test = int(round(rule["test_seconds"] * clip.fps))
-        else:
-            n_test = int(round(rule["test_fraction"] * n))
-        n_val = int(round(rule.get("val_seconds", 0) * clip.fps))
-        n_train = n - n_test - n_val
-        if n_test < 1 or n_train < 1:
-            raise ProtocolError(f"split: clip {clip.id} has {n} frames; rule 'time' leaves "
-                                f"{n_train} for train and {n_test} for test")
-        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+        bounds = time_split_bounds(clip.num_frames, clip.fps, rule, f"clip {clip.id}")
         for name, (start, stop) in bounds.items():
             if stop > start:
                 out[name].append(cut_clip(clip, start, stop, f"{clip.id}_{name}", release_parent=True))
@@ -123,6 +115,19 @@ def cut_clip(clip: Clip, start: int, stop: int, new_id: str, release_parent: boo
         meta={**clip.meta, "parent": clip.id, "start_frame": start},
         frames_loader=frames if clip.has_frames else None, _frames=None,
     )
+
+
+def window_part(clip: Clip, part: str, windowing: dict, keep_short: bool = False) -> list[Clip]:
+    """A clip of split `part` as the protocol's windowing cuts it: fixed windows where the
+    windowing's `parts` name the split (every split when it names none), the whole clip elsewhere.
+
+    `keep_short` (split rule time, where the clip is a part of the person's only video): a part
+    shorter than one window stays one whole clip instead of vanishing; the manifest notes it.
+    """
+    if windowing["mode"] != "fixed" or part not in windowing.get("parts", SPLITS):
+        return [clip]
+    windows = window_clip(clip, windowing)
+    return windows if windows or not keep_short else [clip]
 
 
 def window_clip(clip: Clip, windowing: dict) -> list[Clip]:

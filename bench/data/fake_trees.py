@@ -16,6 +16,10 @@ centre-square crop contains the face).
                  (TCD-TIMIT, HDTF, VoxCeleb2, person-specific) the video's audio stream is removed
 `FakeTree.affected` names the item id each defect hit.
 
+Framing: by default the face fills a height x height square centred in the frame. `frame_size`
+(width, height) and `face_box` (left, top, side) change that, e.g. an ordinary 16:9
+person-specific video with the face off centre (`WIDE_PERSON`).
+
 Frame rate is 25 fps for every dataset (synthtalk's rate; MEAD, CREMA-D and TCD-TIMIT are 30 fps
 as distributed — the preprocessing resamples either way).
 """
@@ -47,6 +51,9 @@ FRAME_SIZE = {
     "mead": (320, 180), "cremad": (320, 240), "grid": (360, 288), "tcdtimit": (320, 180),
     "hdtf": (320, 180), "voxceleb2": (224, 224), "person_specific": (256, 256),
 }
+# An ordinary 16:9 talking-head video (640 x 360, the face a 200 px square left of centre), for
+# build_fake_tree(..., frame_size=WIDE_PERSON["frame_size"], face_box=WIDE_PERSON["face_box"]).
+WIDE_PERSON = {"frame_size": (640, 360), "face_box": (180, 100, 200)}
 # Datasets whose audio normally lives in the video (missing_audio strips the stream there).
 AUDIO_IN_VIDEO = {"tcdtimit", "hdtf", "voxceleb2", "person_specific"}
 
@@ -85,8 +92,9 @@ class FakeTree:
 
 
 def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = None,
-                    clips_per_speaker: int = 2, seconds: float = 1.2, defects=(), seed: int = 0
-                    ) -> FakeTree:
+                    clips_per_speaker: int = 2, seconds: float = 1.2, defects=(), seed: int = 0,
+                    frame_size: Optional[tuple[int, int]] = None,
+                    face_box: Optional[tuple[int, int, int]] = None) -> FakeTree:
     """Write a small `dataset` tree under `root` and describe it (see the module docstring)."""
     if dataset not in DATASETS:
         raise ValueError(f"no fake tree for {dataset!r}; known: {list(DATASETS)}")
@@ -94,6 +102,13 @@ def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = No
     if bad:
         raise ValueError(f"unknown defects {bad}; known: {list(DEFECTS)}")
     root = Path(root)
+    width, height = frame_size or FRAME_SIZE[dataset]
+    if width % 2 or height % 2:
+        raise ValueError(f"frame_size {width}x{height}: H.264 needs even sides")
+    left, top, side = face_box or ((width - height) // 2, 0, height)
+    if left < 0 or top < 0 or side < 1 or left + side > width or top + side > height:
+        raise ValueError(f"face_box {(left, top, side)} does not fit a {width}x{height} frame")
+    framing = (width, height, left, top, side)
     speakers = list(speakers or DEFAULT_SPEAKERS[dataset])
     rng = np.random.default_rng(seed)
     clips = _PLANS[dataset](root, speakers, clips_per_speaker, rng)
@@ -108,7 +123,8 @@ def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = No
         for index, clip in enumerate(c for c in clips if c.speaker == spk):
             texts[clip.id] = " ".join(clip.words)
             _write_clip(dataset, clip, voice, identity, look, clip.seconds or seconds,
-                        np.random.default_rng([seed, number, index]), clip.id == no_face_id)
+                        np.random.default_rng([seed, number, index]), clip.id == no_face_id,
+                        framing)
     affected = _apply_defects(dataset, clips, defects)
     return FakeTree(dataset, root, speakers, clips, affected, texts)
 
@@ -116,7 +132,8 @@ def build_fake_tree(dataset: str, root: Path, speakers: Optional[list[str]] = No
 # ----------------------------------------------------------------------------- writing a take
 
 def _write_clip(dataset: str, clip: FakeClip, voice: corpus.Speaker, identity, look, seconds: float,
-                rng: np.random.Generator, no_face: bool) -> None:
+                rng: np.random.Generator, no_face: bool, framing: tuple[int, int, int, int, int]
+                ) -> None:
     # GRID-grammar sentences name letters ("bin blue at f ..."): say the letter's name.
     spoken = clip.words if dataset == "cremad" else [
         speech.LETTER_NAMES.get(w, w) if len(w) == 1 else w for w in clip.words]
@@ -125,15 +142,14 @@ def _write_clip(dataset: str, clip: FakeClip, voice: corpus.Speaker, identity, l
     num_frames = max(1, int(round(seconds * face.FPS)))
     audio = np.zeros(num_frames * face.SAMPLES_PER_FRAME, np.float32)
     audio[: min(len(audio), len(said.audio))] = said.audio[: len(audio)]
-    width, height = FRAME_SIZE[dataset]
+    width, height, left, top, side = framing
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     frames[:] = look.background
     if not no_face:
         track = face.animate(said.phonemes, audio, identity, clip.emotion, clip.intensity, rng)
-        # The face is drawn in a height x height square centred in the frame.
-        square = render.render_frames(track.landmarks, look, height)
-        left = (width - height) // 2
-        frames[:, :, left:left + height] = square
+        # The face is drawn in a side x side square at (left, top) (default: height x height, centred).
+        square = render.render_frames(track.landmarks, look, side)
+        frames[:, top:top + side, left:left + side] = square
     # Video files carry the sound too, as in every one of these corpora; the separate file (where
     # the layout has one) is what the adapter points `RawItem.audio` at.
     for video in [clip.video, *clip.extra_videos]:

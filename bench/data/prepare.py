@@ -4,8 +4,11 @@ For each RawItem (`bench/data/raw.py`):
 
 1. decode the video resampled to the protocol's fps and the audio at 16 kHz mono over the item's
    [start, end) (`bench/data/decode.py`);
-2. crop every frame by the protocol's recipe and resize it to `resolution` (`bench/data/crops.py`;
-   the face recipes first run the landmark backend on a downscaled copy of the source frames);
+2. crop every frame by the protocol's recipe and resize it to `resolution` (`faces/crops.py`;
+   the face recipes first run the landmark backend on a downscaled copy of the *source* frames,
+   aspect ratio kept, and crop around what it finds). A non-square source is never stretched
+   silently: crop `none` on it fails the item (`non_square_stretch`) unless
+   `crop_params: {stretch: true}`;
 3. store the frames as a near-lossless H.264 mp4 (`bench/data/store.py`);
 4. run the protocol's landmark backend on the stored frames (as decoded from that file), keeping
    a per-frame found mask, and estimate head pose (`pnp`: solvePnP of the landmarks; `none`
@@ -15,11 +18,27 @@ For each RawItem (`bench/data/raw.py`):
 
 Failures are manifest entries with a reason code and a message naming the file, never crashes and
 never silent drops: `missing_video`, `missing_audio`, `unreadable`, `truncated`, `no_audio`,
+`non_square_stretch` (crop `none` on a non-square frame without `stretch: true`),
 `no_face` (no face in any stored frame, or none in the source frames a face crop needs),
-`face_missing_frames` (no face in more than `MAX_MISSING_FRACTION` of the frames),
-`av_duration_mismatch` (audio and video lengths differ by more than `AV_TOLERANCE_S`),
-`silent_audio` (RMS below `SILENCE_RMS`), `too_short` (fewer frames than the protocol's window),
-`error` (anything unexpected, with the exception).
+`face_missing_frames` (see below), `av_duration_mismatch` (audio and video lengths differ by more
+than `AV_TOLERANCE_S`), `silent_audio` (RMS below `SILENCE_RMS`), `too_short` (fewer frames than
+the protocol's window, or too few for the time split to leave a train and a test part; under
+split rule `time` a windowed part shorter than one window is kept whole and noted in the entry's
+`notes` instead), `error` (anything unexpected, with the exception).
+
+Frames without a face: a frame where the landmark backend finds no face is kept, masked (False in
+the found mask, NaN landmarks in the cache) and counted in the manifest entry
+(`missing_face_frames`; per split part `missing_face_by_part` under split rule `time`). A Clip's
+landmarks and pose are gap-filled over those frames for the methods that need every frame
+(`load_clip`), and metrics leave them out. Whether an item has too many is decided per protocol
+(`apply_protocol_rules`, after the cache), with one limit, `MAX_MISSING_FRACTION` (25%):
+  * split rule `time` (one long person-specific video cut into train and test by time): only the
+    *test* part counts; the item fails `face_missing_frames` when more than 25% of the test
+    part's frames have no face. Missing faces in the train part never reject the video (it is
+    often the person's only one); they are masked, gap-filled and counted;
+  * every other split: more than 25% of the item's frames (each item is a short clip scored
+    whole or in windows).
+The manifest states the rule it applied (`face_rule`).
 
 Cache: `$TALKBENCH_HOME/prepared/<key[:2]>/<key>/` holds `frames.mp4`, `arrays.npz` and
 `info.json`. The key is the sha256 of the raw files' bytes (video and audio), the segment, every
@@ -65,7 +84,8 @@ from core.paths import talkbench_home
 log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = "prepare-1"
-MAX_MISSING_FRACTION = 0.25  # more frames without a face than this and the clip is unusable
+MAX_MISSING_FRACTION = 0.25  # more frames without a face than this (in the test part, for split
+# rule time) and the item is unusable: see the module docstring
 AV_TOLERANCE_S = 0.2  # audio and video lengths may differ by this much (container padding, AAC)
 SILENCE_RMS = 1e-4  # -80 dBFS: a recording this quiet has no speech to drive anything
 DETECT_CHUNK = 32  # frames per landmark-extractor call (bounds memory on long videos)
@@ -285,6 +305,9 @@ def _build_entry(item: RawItem, settings: Settings, root: Path, key: str) -> dic
 def _process(item: RawItem, settings: Settings, out: Path) -> dict:
     video = Path(item.video)
     info = probe_video(video)
+    stretched = crops.stretch_problem(settings.crop, settings.crop_params, info.width, info.height)
+    if stretched:
+        raise PrepareFailure("non_square_stretch", f"{video}: {stretched}")
     start = float(item.start or 0.0)
     want = None if item.end is None else float(item.end) - start
     if want is not None and want <= 0:
@@ -340,9 +363,7 @@ def _process(item: RawItem, settings: Settings, out: Path) -> dict:
     missing = int((~found).sum())
     if missing == n:
         raise PrepareFailure("no_face", f"{video}: no face found in any of the {n} frames")
-    if missing > MAX_MISSING_FRACTION * n:
-        raise PrepareFailure("face_missing_frames", f"{video}: no face found in {missing} of {n} "
-                                                    f"frames (limit {MAX_MISSING_FRACTION:.0%})")
+    # Too many missing faces is the protocol's call (apply_protocol_rules): the cache keeps the mask.
     pose = _pose(settings, landmarks, found, mp4)
     arrays = {"landmarks": landmarks, "found": found, "boxes": boxes, "audio": audio.astype(np.float32),
               "windows": windows.astype(np.int64)}
@@ -390,7 +411,8 @@ def _face_windows(frames, settings: Settings, info, video: Path) -> np.ndarray:
     sx, sy = info.width / size[0], info.height / size[1]
     landmarks = (landmarks + 0.5) * np.array([sx, sy], np.float32) - 0.5
     boxes = boxes * np.array([sx, sy, sx, sy], np.float32)
-    return crops.face_windows(settings.crop, settings.crop_params, landmarks, boxes, found)
+    return crops.face_windows(settings.crop, settings.crop_params, landmarks, boxes, found,
+                              (info.width, info.height))
 
 
 def _pose(settings: Settings, landmarks: np.ndarray, found: np.ndarray, mp4: Path) -> Optional[np.ndarray]:
@@ -514,6 +536,67 @@ def window_frames(protocol) -> int:
     return int(round(protocol.windowing["seconds"] * protocol.fps))
 
 
+def face_rule(protocol) -> str:
+    """The missing-face rule `apply_protocol_rules` applies, in words (for the manifest)."""
+    if protocol.split["rule"] == "time":
+        return (f"an item fails face_missing_frames when no face is found in more than "
+                f"{MAX_MISSING_FRACTION:.0%} of the frames of its test part (split rule time); frames "
+                f"without a face elsewhere (the train part) are masked, gap-filled and counted, never "
+                f"a reason to reject the video")
+    return (f"an item fails face_missing_frames when no face is found in more than "
+            f"{MAX_MISSING_FRACTION:.0%} of its frames; fewer are masked, gap-filled and counted")
+
+
+def apply_protocol_rules(protocol, entries: dict[str, dict], root: Optional[Path] = None) -> None:
+    """Judge, in place, the prepared entries against the protocol: too many frames without a face
+    fails `face_missing_frames` (`face_rule`); too few frames fails `too_short`. Under split rule
+    `time` the entry also gets its missing faces and windows per part (`missing_face_by_part`,
+    `windows_by_part`), and a windowed part shorter than one window is kept whole and noted
+    (`notes`) rather than dropping the person's only video."""
+    from bench.protocol import ProtocolError, time_split_bounds
+
+    root = Path(root) if root is not None else prepared_root()
+    need = window_frames(protocol)
+    fixed = protocol.windowing["mode"] == "fixed"
+    windowed = protocol.windowing["parts"] if fixed else []
+    hop = max(1, int(round(protocol.windowing["hop"] * protocol.fps))) if fixed else 1
+    limit = f"(limit {MAX_MISSING_FRACTION:.0%})"
+    for item_id, entry in entries.items():
+        if entry["status"] != "ok":
+            continue
+        n = int(entry["frames"])
+        with np.load(entry_dir(root, entry["key"]) / "arrays.npz") as data:
+            missing = ~data["found"].astype(bool)
+        if protocol.split["rule"] != "time":
+            if missing.sum() > MAX_MISSING_FRACTION * n:
+                entry.update(status="failed", reason="face_missing_frames",
+                             detail=f"no face found in {int(missing.sum())} of its {n} frames {limit}")
+            elif n < need:
+                entry.update(status="failed", reason="too_short",
+                             detail=f"{n} frames, the protocol's window needs {need}")
+            continue
+        try:
+            bounds = time_split_bounds(n, protocol.fps, protocol.split, f"item {item_id}")
+        except ProtocolError as exc:
+            entry.update(status="failed", reason="too_short", detail=str(exc))
+            continue
+        parts = {name: (a, b) for name, (a, b) in bounds.items() if b > a}
+        entry["missing_face_by_part"] = {name: int(missing[a:b].sum()) for name, (a, b) in parts.items()}
+        counts = {name: len(range(0, b - a - need + 1, hop)) for name, (a, b) in parts.items()
+                  if name in windowed}
+        if counts:
+            entry["windows_by_part"] = counts
+        notes = [f"{name} part: {parts[name][1] - parts[name][0]} frames, shorter than one "
+                 f"{need}-frame window: kept as one whole clip" for name, k in counts.items() if k == 0]
+        if notes:
+            entry["notes"] = notes
+        a, b = bounds["test"]
+        if entry["missing_face_by_part"]["test"] > MAX_MISSING_FRACTION * (b - a):
+            entry.update(status="failed", reason="face_missing_frames",
+                         detail=f"no face found in {entry['missing_face_by_part']['test']} of the "
+                                f"{b - a} frames of its test part (from {a / protocol.fps:.2f} s) {limit}")
+
+
 def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int = 1,
                      progress: bool = True) -> PreparedDataset:
     """Discover the protocol's dataset under `root`, prepare every item, write the manifest."""
@@ -524,11 +607,7 @@ def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int =
     settings = Settings.from_preprocessing(protocol.preprocessing)
     preflight(settings)
     entries = prepare_items(items, settings, workers, progress)
-    need = window_frames(protocol)
-    for entry in entries.values():
-        if entry["status"] == "ok" and entry["frames"] < need:
-            entry.update(status="failed", reason="too_short",
-                         detail=f"{entry['frames']} frames, the protocol's window needs {need}")
+    apply_protocol_rules(protocol, entries)
     manifest = build_manifest(protocol, data_root, settings, entries)
     path = manifest_path(protocol, data_root)
     write_json(path, manifest)
@@ -547,6 +626,7 @@ def build_manifest(protocol, data_root: Path, settings: Settings, entries: dict[
         "kind": "data_preparation", "protocol": protocol.id, "protocol_hash": protocol.hash,
         "dataset": protocol.dataset, "root": str(Path(data_root).resolve()),
         "pipeline_version": PIPELINE_VERSION, "settings": settings.identity(),
+        "face_rule": face_rule(protocol),
         "items": len(entries), "ok": sum(e["status"] == "ok" for e in entries.values()),
         "failed": {reason: sorted(ids) for reason, ids in sorted(failed.items())},
         "entries": entries,
