@@ -126,6 +126,26 @@ def test_fid_resamples_from_cached_features_equal_the_recomputed_values():
     np.testing.assert_allclose(fast, slow, rtol=1e-9)
 
 
+def test_result_files_carry_a_schema_version(tmp_path):
+    from bench.results import ResultSchemaError, read_result, read_results, to_frame, write_result
+
+    result = {"kind": "method", "row": "m", "protocol": "p",
+              "test_clips": {"c1": {"speaker": "s1", "emotion": "happy", "intensity": 2},
+                             "c2": {"speaker": "s2", "emotion": "sad", "intensity": 1}},
+              "metrics": {"M-LD": {"per_clip": {"c1": 1.0, "c2": 3.0}, "higher_is_better": False},
+                          "FID": {"per_clip": {}, "level": "set", "value": 9.0}}}
+    write_result(tmp_path / "m.json", result)
+    assert read_result(tmp_path / "m.json")["schema_version"] >= 2
+    frame = to_frame(tmp_path)
+    assert frame.to_dict("records") == [
+        {"row": "m", "clip": "c1", "metric": "M-LD", "value": 1.0, "speaker": "s1", "emotion": "happy", "intensity": 2},
+        {"row": "m", "clip": "c2", "metric": "M-LD", "value": 3.0, "speaker": "s2", "emotion": "sad", "intensity": 1}]
+    assert read_results(tmp_path).metric_info()["M-LD"]["higher_is_better"] is False
+    (tmp_path / "old.json").write_text('{"kind": "method", "protocol": "p", "metrics": {}}')
+    with pytest.raises(ResultSchemaError, match="no schema_version.*rerun `talkbench run p`"):
+        read_results(tmp_path)
+
+
 def test_au_resamples_from_confusion_counts_equal_the_recomputed_values():
     from metrics import build_metric
     from metrics.base import Metric
