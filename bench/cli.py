@@ -23,28 +23,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from bench.data.clips import prepare_splits
-    from bench.experts import prepare as prepare_experts
+    from bench.pipeline import Session
     from bench.protocol import load_protocol
-    from bench.provenance import environment
     from bench.report import write_report
-    from bench.runner import results_dir, score_directory, write_data_manifest, write_result
-    from bench.scoring import Scorer
+    from bench.results import results_dir
 
     protocol = load_protocol(args.protocol)
     pred_dir = Path(args.predictions)
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
-    splits, data = prepare_splits(protocol, not args.quiet, args.root, args.workers)
-    protocol = prepare_experts(protocol, splits, device=args.device, progress=not args.quiet)
-    scorer = Scorer(protocol, splits["test"], args.device)
-    provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
-                  **environment(args.device)}
-    result = score_directory(protocol, scorer, pred_dir, args.name, provenance, progress=not args.quiet)
+    session = Session.open(protocol, args.device, not args.quiet, Path(args.root) if args.root else None,
+                           args.workers)
     out = results_dir(protocol, Path(args.results) if args.results else None)
-    write_result(out / f"{args.name}.json", result)
-    write_data_manifest(out, data)
-    write_report(protocol, out, figures=False)
+    session.write_common(out)
+    provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
+                  **session.environment()}
+    result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance)
+    write_report(protocol, out)
     for label, m in result["metrics"].items():
         value = "unavailable" if m["unavailable"] else m["value"]
         print(f"{label:>10}: {value}  (N={m['n']}, failed {m['failures']})")
@@ -55,7 +50,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from bench.protocol import load_protocol
     from bench.report import write_report
-    from bench.runner import results_dir
+    from bench.results import results_dir
 
     protocol = load_protocol(args.protocol)
     path = write_report(protocol, results_dir(protocol, Path(args.results) if args.results else None))

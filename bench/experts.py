@@ -31,9 +31,11 @@ for a seed on CPU (seeded torch and numpy generators, a fixed thread count, orde
 The checkpoint lives at ``$TALKBENCH_HOME/experts/<protocol>/syncnet-<key>.pt``, key = sha256 of
 (protocol hash, train-split clip hashes, config, seed); it is written atomically and reused when
 present. The metrics use it through ``weights: syncnet_expert`` (`metrics.syncnet.EXPERT_WEIGHTS`):
-`prepare` swaps in its path as ``weights_path`` before the metrics are built. `talkbench run`,
-`score` and `sanity` use the default config and seed 0 whatever the run's ``--seed`` (the expert is
-part of the metric, not of the method being scored); its sha256 is in every result's metric entry
+`resolve` returns the expert's identity (file, sha256, config, seed) as an *evaluator*, which the
+scorer is given explicitly and builds those metrics with; the protocol object is left as loaded, so
+its hash stays the hash of its file. `talkbench run`, `score` and `sanity` use the default config and
+seed 0 whatever the run's ``--seed`` (the expert is part of the metric, not of the method being
+scored); its sha256 is in every result's provenance (``evaluators``), in its metric entries
 (``weights``) and in the metric cache keys. Measured on synthtalk (64 train clips, 3629 windows,
 2 epochs = 226 steps): ~15 s of crops and ~75 s of training on 2 CPU cores; the same sha256 twice.
 """
@@ -43,7 +45,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,12 +53,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.hashing import key_of
+from core.hashing import file_sha256, key_of
 from core.constants import SAMPLE_RATE
 from core.types import Clip
 from bench.data.clips import clip_hash
 from core.paths import talkbench_home
-from bench.protocol import MetricSpec, Protocol
+from bench.protocol import Protocol
 from faces import crops
 from metrics import syncnet as sn
 
@@ -267,28 +269,27 @@ def needs_syncnet_expert(protocol: Protocol) -> bool:
                for spec in protocol.metrics)
 
 
-def prepare(protocol: Protocol, splits: dict[str, list[Clip]], device: str = "cpu",
-            progress: bool = True, cfg: Optional[SyncExpertConfig] = None) -> Protocol:
-    """The protocol with every ``weights: syncnet_expert`` metric pointed at the trained expert.
+def resolve(protocol: Protocol, splits: dict[str, list[Clip]], device: str = "cpu",
+            progress: bool = True, cfg: Optional[SyncExpertConfig] = None) -> dict[str, dict]:
+    """The evaluators the protocol's metrics need: weights name -> the file made for them.
 
-    Trains the expert first when it is missing. The protocol's hash is unchanged (it is the hash of
-    the file); the expert's sha256 enters each metric's identity and result like other weights.
-    If training is impossible (no train clips with frames) the metrics stay unpointed and are
-    reported unavailable with the reason.
+    ``{"syncnet_expert": {"kind", "path", "file", "sha256", "config", "seed"}}`` when a metric
+    names ``weights: syncnet_expert`` without a ``weights_path`` (the expert is trained first when
+    it is missing); empty when none does. The scorer builds those metrics with that file
+    (`bench.scoring.Scorer`) and the results record it; the protocol is not changed. If training is
+    impossible (no train clips with frames) there is no evaluator and the metrics are reported
+    unavailable with the reason.
     """
     if not needs_syncnet_expert(protocol):
-        return protocol
+        return {}
+    cfg = cfg or SyncExpertConfig()
     try:
-        path = ensure_syncnet(protocol, splits.get("train", []), cfg or SyncExpertConfig(),
-                              device=device, progress=progress)
+        path = ensure_syncnet(protocol, splits.get("train", []), cfg, device=device, progress=progress)
     except ExpertError as exc:
         log.warning("SyncNet expert unavailable: %s", exc)
-        return protocol
-    specs = tuple(
-        MetricSpec(s.name, s.label, {**s.params, "weights_path": str(path)})
-        if s.params.get("weights") == sn.EXPERT_WEIGHTS and not s.params.get("weights_path") else s
-        for s in protocol.metrics)
-    return replace(protocol, metrics=specs)
+        return {}
+    return {sn.EXPERT_WEIGHTS: {"kind": "syncnet", "path": str(path), "file": path.name,
+                                "sha256": file_sha256(path), "config": cfg.to_dict(), "seed": 0}}
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -305,8 +306,6 @@ def _cmd_experts(args: argparse.Namespace) -> int:
                               progress=not args.quiet, force=args.force)
     except ExpertError as exc:
         raise ValueError(str(exc)) from None
-    from core.hashing import file_sha256
-
     print(f"SyncNet expert for {protocol.id}: {path}\nsha256 {file_sha256(path)}")
     return 0
 

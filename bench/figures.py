@@ -1,9 +1,17 @@
-"""Report figures: a landmark overlay and per-frame mouth-opening curves against the audio."""
+"""Report figures: a landmark overlay and per-frame mouth-opening curves against the audio.
+
+The figures are drawn from small arrays the run saves into the results folder while it has the
+clips and the predictions (`save_reference`, `save_row`): `figures/_reference.npz` (the figure
+clip's reference landmarks, its frame of widest mouth opening and the audio's RMS per frame) and
+`figures/<row>.npz` (that row's predicted landmarks of the clip). `make_figures` reads only those,
+so a report is rebuilt without the dataset or the predictions.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import matplotlib
 
@@ -12,13 +20,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.audio import frame_rms  # noqa: E402
-from core.types import Clip  # noqa: E402
-from bench.data.clips import load_splits  # noqa: E402
-from core.paths import talkbench_home  # noqa: E402
-from bench.predictions import PredictionError, load_prediction  # noqa: E402
-from bench.protocol import Protocol  # noqa: E402
+from core.types import Clip, Prediction  # noqa: E402
 
 log = logging.getLogger(__name__)
+REFERENCE = "_reference.npz"
 OVERLAY = ("landmark_overlay.png", "Predicted (colour) against reference (white) landmarks on the test "
            "clip's frame of widest mouth opening, one panel per method.")
 MOUTH = ("mouth_opening.png", "Inner-lip opening (distance of points 62 and 66, pixels) per frame for "
@@ -31,67 +36,96 @@ def mouth_opening(landmarks: np.ndarray, points: tuple[int, ...]) -> np.ndarray 
     return np.linalg.norm(landmarks[:, points.index(62)] - landmarks[:, points.index(66)], axis=1)
 
 
-def make_figures(protocol: Protocol, rows: list[dict], out: Path) -> list[tuple[Path, str]]:
-    """Draw the figures from the runs' predictions; keep the existing ones if predictions are gone."""
-    existing = [(out / name, caption) for name, caption in (OVERLAY, MOUTH) if (out / name).exists()]
-    pred_dirs = {r["row"]: talkbench_home() / r["provenance"]["predictions"]
-                 for r in rows if r["provenance"].get("predictions")}
-    if not pred_dirs or not all(d.exists() for d in pred_dirs.values()):
-        return existing
-    try:
-        clip = load_splits(protocol, progress=False)["test"][0]
-    except Exception as exc:  # the dataset is not on this machine: keep the committed figures
-        log.warning("figures not redrawn (%s)", exc)
-        return existing
-    preds = {}
-    for row, directory in pred_dirs.items():
-        try:
-            pred = load_prediction(directory, clip, protocol.fps)
-        except PredictionError:
+def figure_clip(clips: list[Clip]) -> Clip:
+    """The clip the figures show: the first test clip."""
+    return clips[0]
+
+
+def save_reference(folder: Path, clip: Clip) -> Path:
+    """`folder/_reference.npz`: what the figures need of the clip itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t = int(np.argmax(mouth_opening(clip.landmarks, tuple(range(68)))))
+    if clip.has_frames:
+        frame = np.asarray(clip.frames[t], dtype=np.uint8)
+        clip.release_frames()
+    else:
+        frame = np.zeros((*clip.meta.get("frame_size", (256, 256)), 3), np.uint8)
+    path = folder / REFERENCE
+    np.savez_compressed(path, clip_id=np.array(clip.id), fps=np.array(clip.fps, dtype=np.float64),
+                        landmarks=np.asarray(clip.landmarks, dtype=np.float32), frame=frame,
+                        frame_index=np.array(t),
+                        rms=frame_rms(clip.audio, clip.sample_rate, clip.fps, clip.num_frames))
+    return path
+
+
+def save_row(folder: Path, row: str, clip: Clip, pred: Optional[Prediction]) -> Optional[Path]:
+    """`folder/<row>.npz`: the row's predicted landmarks of the figure clip (removed if it has none)."""
+    path = folder / f"{row}.npz"
+    if pred is None or pred.landmarks is None:
+        path.unlink(missing_ok=True)
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, clip_id=np.array(clip.id), points=np.asarray(pred.points, dtype=np.int64),
+                        landmarks=np.asarray(pred.landmarks, dtype=np.float32))
+    return path
+
+
+def make_figures(rows: list[str], folder: Path) -> list[tuple[Path, str]]:
+    """Draw the figures of these rows from the saved arrays in `folder`; [] if there are none."""
+    if not (folder / REFERENCE).is_file():
+        return []
+    with np.load(folder / REFERENCE) as d:
+        ref = {k: d[k] for k in d.files}
+    clip_id = str(ref["clip_id"])
+    preds: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+    for row in rows:
+        path = folder / f"{row}.npz"
+        if not path.is_file():
             continue
-        if pred.landmarks is not None:
-            preds[row] = pred
-    out.mkdir(parents=True, exist_ok=True)
-    _overlay(clip, preds, out / OVERLAY[0])
-    _mouth_curves(clip, preds, out / MOUTH[0])
-    return [(out / OVERLAY[0], OVERLAY[1] + f" Clip `{clip.id}`."), (out / MOUTH[0], MOUTH[1] + f" Clip `{clip.id}`.")]
+        with np.load(path) as d:
+            if str(d["clip_id"]) != clip_id:  # saved for another figure clip: stale
+                log.warning("figures: %s shows clip %s, not %s; left out", path, d["clip_id"], clip_id)
+                continue
+            preds[row] = (d["landmarks"], tuple(int(p) for p in d["points"]))
+    _overlay(clip_id, ref, preds, folder / OVERLAY[0])
+    _mouth_curves(clip_id, ref, preds, folder / MOUTH[0])
+    return [(folder / OVERLAY[0], OVERLAY[1] + f" Clip `{clip_id}`."),
+            (folder / MOUTH[0], MOUTH[1] + f" Clip `{clip_id}`.")]
 
 
-def _overlay(clip: Clip, preds: dict, path: Path) -> None:
-    opening = mouth_opening(clip.landmarks, tuple(range(68)))
-    t = int(np.argmax(opening))
-    frame = clip.frames[t] if clip.has_frames else np.zeros((*clip.meta.get("frame_size", (256, 256)), 3), np.uint8)
+def _overlay(clip_id: str, ref: dict, preds: dict, path: Path) -> None:
+    t, landmarks = int(ref["frame_index"]), ref["landmarks"]
     n = max(1, len(preds))
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
     colours = plt.cm.tab10(np.linspace(0, 1, 10))
-    for ax, (k, (row, pred)) in zip(axes[0], enumerate(preds.items())):
-        ax.imshow(frame)
-        ax.scatter(clip.landmarks[t, :, 0], clip.landmarks[t, :, 1], s=6, c="white", label="reference")
-        ax.scatter(pred.landmarks[t, :, 0], pred.landmarks[t, :, 1], s=6, color=colours[k % 10], label=row)
+    for ax, (k, (row, (pred, points))) in zip(axes[0], enumerate(preds.items())):
+        ax.imshow(ref["frame"])
+        ax.scatter(landmarks[t, :, 0], landmarks[t, :, 1], s=6, c="white", label="reference")
+        ax.scatter(pred[t, :, 0], pred[t, :, 1], s=6, color=colours[k % 10], label=row)
         ax.set_title(row, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{clip.id}, frame {t}", fontsize=9)
+    fig.suptitle(f"{clip_id}, frame {t}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    clip.release_frames()
 
 
-def _mouth_curves(clip: Clip, preds: dict, path: Path) -> None:
+def _mouth_curves(clip_id: str, ref: dict, preds: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    time = np.arange(clip.num_frames) / clip.fps
-    ax.plot(time, mouth_opening(clip.landmarks, tuple(range(68))), color="black", lw=2, label="reference")
-    for row, pred in preds.items():
-        curve = mouth_opening(pred.landmarks, pred.points)
+    landmarks = ref["landmarks"]
+    time = np.arange(len(landmarks)) / float(ref["fps"])
+    ax.plot(time, mouth_opening(landmarks, tuple(range(68))), color="black", lw=2, label="reference")
+    for row, (pred, points) in preds.items():
+        curve = mouth_opening(pred, points)
         if curve is not None and row != "ground_truth":
             ax.plot(time, curve, lw=1.2, label=row)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("mouth opening (px)")
     twin = ax.twinx()
-    twin.fill_between(time, frame_rms(clip.audio, clip.sample_rate, clip.fps, clip.num_frames), color="grey", alpha=0.25)
+    twin.fill_between(time, ref["rms"], color="grey", alpha=0.25)
     twin.set_ylabel("audio RMS")
     ax.legend(fontsize=7, loc="upper right")
-    ax.set_title(f"{clip.id}: mouth opening against audio", fontsize=9)
+    ax.set_title(f"{clip_id}: mouth opening against audio", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -1,31 +1,27 @@
-"""Markdown reports, built only from the result JSONs of one protocol (plus figures).
+"""Markdown reports, built only from a protocol and its results folder (`bench.results`).
 
 Layout follows the papers: one table with an arrow per metric, the best value in bold and the
-second underlined, the paper's reported rows beside ours, then confidence intervals, failures,
-unavailable metrics, the detector-noise floor, figures and provenance.
+second underlined, the paper's reported rows beside ours, then confidence intervals, breakdowns by
+speaker and by emotion, failures, unavailable metrics, the detector-noise floor, figures and
+provenance. Nothing here loads a dataset, a prediction or a metric network: directions, units and
+per-clip metadata come from the result files, figures from the arrays the run saved beside them.
+Every table is laid out by `tabulate` (`bench.tables`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
 
-from bench.protocol import Protocol, load_protocol
+import numpy as np
 
-FLOOR_FILE = "_detector_floor.json"
-
-
-def load_results(out: Path) -> tuple[list[dict], Optional[dict]]:
-    rows, floor = [], None
-    for path in sorted(out.glob("*.json")):
-        data = json.loads(path.read_text())
-        if data.get("kind") == "detector_floor":
-            floor = data
-        elif data.get("kind") == "method":
-            rows.append(data)
-    return rows, floor
+from bench.figures import make_figures
+from bench.protocol import Protocol, load_protocol, reference_columns
+from bench.results import FIGURES_DIR, GROUPS, Results, describe_metric, read_results, to_frame
+from bench.sanity import report_lines as sanity_lines
+from bench.stats import bootstrap_ci
+from bench.tables import markdown_table
 
 
 def fmt(value: Optional[float], digits: int = 3) -> str:
@@ -71,19 +67,31 @@ def _coverage(row: dict) -> str:
     return f"{'/'.join(map(str, n))} pts, predicted"
 
 
-def main_table(protocol: Protocol, rows: list[dict]) -> list[str]:
+def metric_info(protocol: Protocol, results: Results) -> dict[str, dict]:
+    """label -> {label, name, higher_is_better, unit, level} of every protocol metric: as the
+    results recorded it; from the metric's class only for a label no result holds yet (a paper
+    table printed before any run)."""
+    stored = results.metric_info()
+    out = {}
+    for spec in protocol.metrics:
+        info = stored.get(spec.label, {})
+        if info.get("higher_is_better") is None or info.get("level") is None:
+            info = {**describe_metric(spec.name, spec.label, spec.params),
+                    **{k: v for k, v in info.items() if v is not None}}
+        out[spec.label] = info
+    return out
+
+
+def _arrow(info: dict) -> str:
+    return {True: " ↑", False: " ↓"}.get(info.get("higher_is_better"), "")
+
+
+def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
     labels = [m.label for m in protocol.metrics]
-    directions = {}
-    for row in rows:
-        for label in labels:
-            hib = row["metrics"].get(label, {}).get("higher_is_better")
-            if hib is not None:
-                directions[label] = hib
-    head = ["Method", "Landmarks"] + [f"{l} {'↑' if directions.get(l) else '↓' if l in directions else ''}".strip()
-                                      for l in labels]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = ["Method", "Landmarks"] + [f"{l}{_arrow(info[l])}" for l in labels]
     marks = {l: rank_marks({r["row"]: r["metrics"].get(l, {}).get("value") for r in rows},
-                           directions.get(l, False)) for l in labels}
+                           bool(info[l].get("higher_is_better"))) for l in labels}
+    body = []
     for row in rows:
         cells = [row["row"], _coverage(row)]
         for label in labels:
@@ -94,13 +102,29 @@ def main_table(protocol: Protocol, rows: list[dict]) -> list[str]:
                 cells.append("n/a")
             else:
                 cells.append(_styled(fmt(m.get("value")), marks[label].get(row["row"])))
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        body.append(cells)
+    return markdown_table(head, body)
+
+
+def units_line(protocol: Protocol, info: dict[str, dict]) -> list[str]:
+    """One line naming each unit and its metrics (the results record the units)."""
+    by_unit: dict[str, list[str]] = {}
+    for label in (m.label for m in protocol.metrics):
+        if info[label].get("unit"):
+            by_unit.setdefault(info[label]["unit"], []).append(label)
+    if not by_unit:
+        return []
+    return ["", "Units: " + "; ".join(f"{unit}: {', '.join(labels)}" for unit, labels in by_unit.items())
+            + "; the other metrics are unitless scores."]
+
+
+def _ci_cell(value, lo, hi, n) -> str:
+    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}] · N={n}"
 
 
 def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
     labels = [m.label for m in protocol.metrics]
-    lines = ["| Method | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    body = []
     for row in rows:
         cells = [row["row"]]
         for label in labels:
@@ -109,9 +133,63 @@ def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
                 cells.append("unavailable" if m.get("unavailable") else "n/a")
                 continue
             lo, hi = m.get("ci", [None, None])
-            cells.append(f"{fmt(m.get('value'))} [{fmt(lo)}, {fmt(hi)}] · N={m.get('n', 0)}, "
-                         f"failed {m.get('failures', 0)}")
-        lines.append("| " + " | ".join(cells) + " |")
+            cells.append(f"{_ci_cell(m.get('value'), lo, hi, m.get('n', 0))}, failed {m.get('failures', 0)}")
+        body.append(cells)
+    return markdown_table(["Method"] + labels, body)
+
+
+def breakdown(protocol: Protocol, results: Results, by: str) -> dict[str, dict[str, dict[str, dict]]]:
+    """row -> metric label -> group -> {value, ci, n} over the clips of each `by` group.
+
+    Clip-level metrics: the mean of the group's per-clip values (from `to_frame`) with a seeded
+    percentile bootstrap CI over those clips. Set-level metrics: the value recomputed on the
+    group's clips and its CI, which the scorer stored (they cannot be derived from per-clip values).
+    """
+    boot = protocol.bootstrap
+    frame = to_frame(results)
+    out: dict[str, dict[str, dict[str, dict]]] = {}
+    for (row, label, group), part in frame.sort_values("clip").groupby(["row", "metric", by], sort=True):
+        values = part["value"].to_numpy(dtype=np.float64)
+        ci = bootstrap_ci(values, boot["samples"], boot["seed"], boot["confidence"])
+        out.setdefault(row, {}).setdefault(label, {})[str(group)] = {
+            "value": float(np.mean(values)), "ci": list(ci), "n": len(values)}
+    for result in results.methods:
+        for label, m in result["metrics"].items():
+            for group, entry in m.get("groups", {}).get(by, {}).items():
+                out.setdefault(result["row"], {}).setdefault(label, {})[group] = entry
+    return out
+
+
+def breakdown_lines(protocol: Protocol, results: Results, rows: list[dict], info: dict[str, dict]) -> list[str]:
+    """The "Breakdowns" section: per method, one table per grouping (speaker, emotion)."""
+    if not rows:
+        return []
+    boot = protocol.bootstrap
+    clips = results.clips()
+    lines = ["", "## Breakdowns by speaker and by emotion", "",
+             f"Per group of test clips: the mean with its 95% percentile bootstrap CI over the group's "
+             f"clips ({boot['samples']} resamples, seed {boot['seed']}) and N, the clips with a value. "
+             "Set-level metrics (" + (", ".join(l for l in info if info[l].get("level") == "set") or "none")
+             + ") are recomputed on the group's clips, their CI from resampling those clips. Metrics "
+             "a method has no value for are left out of its tables."]
+    for by in GROUPS:
+        table = breakdown(protocol, results, by)
+        groups = sorted({str(meta.get(by)) for meta in clips.values()})
+        lines += ["", f"### By {by}"]
+        for row in rows:
+            got = table.get(row["row"], {})
+            labels = [m.label for m in protocol.metrics if got.get(m.label)]
+            if not labels:
+                continue
+            body = []
+            for group in groups:
+                cells = [group]
+                for label in labels:
+                    e = got[label].get(group)
+                    cells.append("—" if e is None else _ci_cell(e["value"], *e["ci"], e["n"]))
+                body.append(cells)
+            lines += ["", f"**{row['row']}**", ""]
+            lines += markdown_table([by.capitalize()] + [f"{l}{_arrow(info[l])}" for l in labels], body)
     return lines
 
 
@@ -128,21 +206,12 @@ def _decimals(values) -> int:
     return max(found) if found else 3
 
 
-def _metric_directions(protocol: Protocol) -> dict[str, Optional[bool]]:
-    """label -> higher_is_better from the metric classes (None: metric not registered here)."""
-    from metrics import METRICS
-
-    return {m.label: (METRICS[m.name].higher_is_better if m.name in METRICS else None) for m in protocol.metrics}
-
-
-def reference_tables(protocol: Protocol, rows: list[dict]) -> list[str]:
+def reference_tables(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
     """Each transcribed paper table in the paper's layout: its rows in order, its columns with arrows,
     best bold / second underlined among the paper's ranked rows. A paper row whose `ours` method has
     a result is followed by that talkbench row; talkbench rows no paper row names come last. Values
     in a unit the metric does not use (`scale`) are shown in the paper's unit on both sides."""
-    from bench.protocol import reference_columns
-
-    directions = _metric_directions(protocol)
+    directions = {label: i.get("higher_is_better") for label, i in info.items()}
     by_row = {r["row"]: r for r in rows}
     lines = []
     for ref in protocol.reference_results:
@@ -182,11 +251,12 @@ def reference_tables(protocol: Protocol, rows: list[dict]) -> list[str]:
                 values = {i: t[3][c][0] for i, t in enumerate(table)
                           if t[2] == source and t[4] and t[3][c][0] is not None}
                 marks.update({(i, c): m for i, m in rank_marks(values, bool(directions.get(c))).items()})
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        body = []
         for i, (method, set_cell, source, cells, _) in enumerate(table):
             out = [method] + ([set_cell] if setting else []) + [source]
             out += [_styled(cells[c][1], marks.get((i, c))) if cells[c][0] is not None else cells[c][1] for c in cols]
-            lines.append("| " + " | ".join(out) + " |")
+            body.append(out)
+        lines += markdown_table(head, body)
         by_factor: dict[tuple, list[str]] = {}
         for c, factor in scale.items():
             by_factor.setdefault((unit.get(c, "the paper's unit"), factor), []).append(c)
@@ -219,6 +289,9 @@ def failure_lines(rows: list[dict]) -> list[str]:
         for clip, reason in row.get("prediction_failures", {}).items():
             lines.append(f"- **{row['row']}**, clip `{clip}`: prediction failed: {reason}")
         for label, m in row["metrics"].items():
+            if m.get("set_failure"):
+                lines.append(f"- **{row['row']}**, {label}: no set value over the "
+                             f"{len(m.get('clips', []))} clip(s) that could be scored: {m['set_failure']}")
             groups: dict[str, list[str]] = {}
             for clip, reason in m.get("failure_reasons", {}).items():
                 if clip not in row.get("prediction_failures", {}):
@@ -274,23 +347,27 @@ def floor_lines(floor: Optional[dict]) -> list[str]:
     lines = [f"The protocol's detector (`{det.get('name')}`: {details}) run on the ground-truth frames, "
              f"compared with the dataset's exact landmarks: {floor['frames']} frames, "
              f"{floor['missed_frames']} without a detected face. Frame-scored landmark values "
-             "below these cannot be told apart from ground truth.", "",
-             "| " + " | ".join(floor["metrics"]) + " |", "|" + "---|" * len(floor["metrics"]),
-             "| " + " | ".join(fmt(v["value"]) for v in floor["metrics"].values()) + " |"]
-    return lines
+             "below these cannot be told apart from ground truth.", ""]
+    return lines + markdown_table(list(floor["metrics"]), [[fmt(v["value"]) for v in floor["metrics"].values()]])
 
 
 def provenance_lines(rows: list[dict]) -> list[str]:
-    lines = ["| Method | preset | config | checkpoint sha256 | seed | device | commit | fit/load s | predict s | score s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    head = ["Method", "preset", "config", "checkpoint sha256", "seed", "device", "commit", "fit/load s",
+            "predict s", "score s"]
+    body = []
     for row in rows:
         p, t = row["provenance"], row.get("timings", {})
         ckpt = (p.get("checkpoint_sha256") or "—")[:12]
         git = p.get("git", {})
         commit = (git.get("commit") or "unknown")[:10] + (" (dirty)" if git.get("dirty") else "")
-        lines.append(f"| {row['row']} | {p.get('preset', '—')} | {p.get('config_hash', '—')} | {ckpt} | "
-                     f"{p.get('seed', '—')} | {p.get('device', '—')} | {commit} | "
-                     f"{fmt(t.get('fit_or_load_s'), 1)} | {fmt(t.get('predict_s'), 1)} | {fmt(t.get('score_s'), 1)} |")
+        body.append([row["row"], p.get("preset", "—"), p.get("config_hash", "—"), ckpt, p.get("seed", "—"),
+                     p.get("device", "—"), commit, fmt(t.get("fit_or_load_s"), 1), fmt(t.get("predict_s"), 1),
+                     fmt(t.get("score_s"), 1)])
+    lines = markdown_table(head, body)
+    evaluators = {name: ev for row in rows for name, ev in row["provenance"].get("evaluators", {}).items()}
+    for name, ev in sorted(evaluators.items()):
+        lines += ["", f"Evaluator `{name}` ({ev.get('kind')}, made for this protocol): `{ev.get('file')}`, "
+                      f"sha256 `{str(ev.get('sha256'))[:16]}`, seed {ev.get('seed')}."]
     if rows:
         pk = rows[0]["provenance"].get("packages", {})
         lines += ["", "Packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())) + "."]
@@ -298,15 +375,13 @@ def provenance_lines(rows: list[dict]) -> list[str]:
 
 
 def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> Path:
+    """Write `out/README.md` from the protocol and the result files in `out` (nothing else)."""
     protocol = load_protocol(protocol) if isinstance(protocol, str) else protocol
     out.mkdir(parents=True, exist_ok=True)
-    rows, floor = load_results(out)
-    rows = _order(protocol, rows)
-    figure_files = []
-    if figures and rows:
-        from bench.figures import make_figures
-
-        figure_files = make_figures(protocol, rows, out / "figures")
+    results = read_results(out)
+    rows = _order(protocol, results.methods)
+    info = metric_info(protocol, results)
+    figure_files = make_figures([r["row"] for r in rows], out / FIGURES_DIR) if figures and rows else []
     n_clips = rows[0]["clips"] if rows else 0
     lines = [f"# {protocol.title}", "",
              f"Protocol `{protocol.id}` v{protocol.version} (sha256 `{protocol.hash[:16]}`), dataset "
@@ -316,16 +391,21 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
              "## Results", "", "↓ lower is better, ↑ higher is better; **best**, <u>second</u>. "
              "Landmark metrics of methods that output landmarks use the exact reference landmarks; "
              "methods that output only frames are scored through the protocol's detector on both sides.", ""]
-    lines += main_table(protocol, rows) if rows else ["No results yet: run `talkbench run " + protocol.id + "`."]
+    if rows:
+        lines += main_table(protocol, rows, info) + units_line(protocol, info)
+    else:
+        lines += ["No results yet: run `talkbench run " + protocol.id + "`."]
     if protocol.reference_results:
-        lines += ["", "## Paper-reported results beside talkbench's"] + reference_tables(protocol, rows)
+        lines += ["", "## Paper-reported results beside talkbench's"] + reference_tables(protocol, rows, info)
     lines += ["", "## Mean, 95% bootstrap CI, clips scored and failures", "",
               f"Percentile bootstrap over clips, {protocol.bootstrap['samples']} resamples, seed "
-              f"{protocol.bootstrap['seed']}.", ""]
+              f"{protocol.bootstrap['seed']}. N is the clips that contributed a value; for set-level "
+              "metrics the value is computed over those clips and the CI from resampling them.", ""]
     lines += ci_table(protocol, rows)
-    lines += ["", "## Detector-noise floor", ""] + floor_lines(floor)
+    lines += breakdown_lines(protocol, results, rows, info)
+    lines += ["", "## Detector-noise floor", ""] + floor_lines(results.floor)
     lines += ["", "## Failures", ""] + failure_lines(rows)
-    lines += data_preparation_lines(out)
+    lines += data_preparation_lines(results.data)
     lines += ["", "## Not applicable (the method does not output what the metric needs)", ""]
     lines += not_applicable_lines(rows)
     lines += ["", "## Unavailable metrics", ""] + unavailable_lines(rows)
@@ -335,25 +415,21 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
         lines += ["", "## Figures", ""]
         for path, caption in figure_files:
             lines += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
-    from bench.sanity import report_lines as sanity_lines  # results/<protocol>/sanity.json, if any
-
-    lines += sanity_lines(out)
+    lines += sanity_lines(results.sanity)
     lines += ["", "## Provenance", ""] + provenance_lines(rows)
     path = out / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
 
 
-def data_preparation_lines(out: Path) -> list[str]:
+def data_preparation_lines(data: Optional[dict]) -> list[str]:
     """The "Data preparation" section: dataset items that could not be prepared, by reason.
 
-    Built from `_data_preparation.json` (written by the runner for real datasets); absent for
+    From `_data_preparation.json` (written by the runner for real datasets); absent for
     synthtalk, which is generated rather than prepared.
     """
-    path = out / "_data_preparation.json"
-    if not path.exists():
+    if not data:
         return []
-    data = json.loads(path.read_text())
     failed = data.get("failed", {})
     lines = ["", "## Data preparation", "",
              f"Dataset `{data.get('dataset')}` at `{data.get('root')}`: {data.get('ok')} of "
@@ -361,10 +437,11 @@ def data_preparation_lines(out: Path) -> list[str]:
              f"manifest `{data.get('manifest')}`).", ""]
     if not failed:
         return lines + ["No item failed."]
-    lines += ["| reason | items | ids |", "|---|---:|---|"]
+    body = []
     for reason, ids in sorted(failed.items()):
         shown = ", ".join(f"`{i}`" for i in ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-        lines.append(f"| {reason} | {len(ids)} | {shown} |")
+        body.append([reason, len(ids), shown])
+    lines += markdown_table(["reason", "items", "ids"], body, align=("left", "right", "left"))
     details = data.get("details", {})
     if details:
         lines += ["", "Details:", ""]

@@ -18,26 +18,20 @@ from tqdm import tqdm
 
 from baselines import build_method, method_class
 from baselines.base import Method
-from core.types import MethodInput, Prediction
 from core.errors import CheckpointError
 from core.hashing import code_fingerprint, file_sha256, key_of
-from core.types import Clip
-from bench.data.clips import clip_hash, prepare_splits
-from bench.experts import prepare as prepare_experts
-from core.io import write_json
-from core.paths import repo_root, talkbench_home
-from bench.predictions import PredictionError, load_prediction, prediction_hash, save_prediction, validate
+from core.paths import talkbench_home
+from core.types import Clip, ClipPair, MethodInput
+from bench.data.clips import clip_hash
+from bench.pipeline import Session
+from bench.predictions import PredictionError, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
-from bench.provenance import environment
+from bench.report import write_report
+from bench.results import DETECTOR_FLOOR, results_dir, write_result
 from bench.scoring import Scorer
+from metrics.landmark import LandmarkMetric
 
 log = logging.getLogger(__name__)
-DETECTOR_FLOOR = "_detector_floor"
-DATA_FILE = "_data_preparation.json"
-
-
-def results_dir(protocol: Protocol, root: Optional[Path] = None) -> Path:
-    return (root or repo_root() / "results") / protocol.id
 
 
 def seed_everything(seed: int) -> None:
@@ -59,8 +53,6 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     results dir. `ablations` adds each method's ablation variants as rows; `checkpoint` loads that
     file instead of training (one method only). A real dataset is read from `data_root` and
     prepared with `workers` processes; its preparation failures go to `DATA_FILE` in the results."""
-    from bench.report import write_report
-
     protocol = load_protocol(protocol_name)
     specs = select_methods(protocol, methods, preset, ablations)
     if checkpoint is not None:
@@ -68,15 +60,11 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             raise ValueError("--checkpoint loads one method's weights: name exactly one with --methods")
         if not Path(checkpoint).is_file():
             raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-    splits, data = prepare_splits(protocol, progress, data_root, workers)
-    if not splits["test"]:
-        raise ValueError(f"protocol {protocol.id}: the test split is empty")
-    protocol = prepare_experts(protocol, splits, device=device, progress=progress)  # trains if missing
-    scorer = Scorer(protocol, splits["test"], device)
+    session = Session.open(protocol, device, progress, data_root, workers)  # trains experts if missing
+    splits = session.splits
     out = results_dir(protocol, out_root)
-    out.mkdir(parents=True, exist_ok=True)
-    write_data_manifest(out, data)
-    env = environment(device)
+    session.write_common(out)
+    env = session.environment()
     # Checkpoints and predictions are only reused for exactly this data: the run folder is keyed by
     # the protocol and the content of every clip (a rebuilt or regenerated corpus gets a new folder).
     data_key = key_of(protocol.hash, {name: [clip_hash(c) for c in clips] for name, clips in splits.items()})[:12]
@@ -103,27 +91,13 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             "checkpoint_sha256": file_sha256(ckpt_path) if ckpt_path else None,
             "predictions": str(pred_dir.relative_to(talkbench_home())), **env,
         }
-        result = score_directory(protocol, scorer, pred_dir, spec.row, provenance, failures,
-                                 outputs=sorted(method.outputs), timings=timings, progress=progress)
-        write_result(out / f"{spec.row}.json", result)
+        session.evaluate(spec.row, pred_dir, out=out, provenance=provenance, failures=failures,
+                         outputs=sorted(method.outputs), timings=timings)
         log.info("%s: wrote %s", spec.row, out / f"{spec.row}.json")
     if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
-        write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, scorer, env))
+        write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
     write_report(protocol, out)
     return out
-
-
-def write_data_manifest(out: Path, data: Optional[dict]) -> None:
-    """Record which dataset items were prepared and which failed (and why) beside the results."""
-    if data is None:
-        (out / DATA_FILE).unlink(missing_ok=True)
-        return
-    keep = ("kind", "protocol", "protocol_hash", "dataset", "root", "manifest", "pipeline_version",
-            "items", "ok", "failed")
-    body = {k: data[k] for k in keep if k in data}
-    body["details"] = {i: e["detail"] for i, e in sorted(data.get("entries", {}).items())
-                       if e["status"] != "ok"}
-    write_result(out / DATA_FILE, body)
 
 
 def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str],
@@ -187,48 +161,6 @@ def predict_all(method: Method, clips: list[Clip], pred_dir: Path, progress: boo
     return failures
 
 
-def score_directory(protocol: Protocol, scorer: Scorer, pred_dir: Path, row: str, provenance: dict,
-                    failures: Optional[dict[str, str]] = None, outputs: Optional[list[str]] = None,
-                    timings: Optional[dict] = None, progress: bool = True) -> dict:
-    """Score a predictions folder (ours or a user's) into a result dict."""
-    failures = dict(failures or {})
-    predictions: dict[str, Prediction] = {}
-    keys: dict[str, str] = {}
-    start = time.perf_counter()
-    for clip_id, clip in tqdm(scorer.clips.items(), desc=f"load {row}", disable=not progress, leave=False):
-        if clip_id in failures:
-            continue
-        try:
-            pred = validate(load_prediction(pred_dir, clip, protocol.fps), clip)
-            keys[clip_id] = prediction_hash(pred_dir, clip_id)
-            predictions[clip_id] = pred
-        except PredictionError as exc:
-            failures[clip_id] = str(exc)
-        finally:
-            clip.release_frames()
-    # Declared outputs for our methods; for external predictions, what the files hold.
-    seen_outputs = outputs or sorted(set().union(*(p.fields() for p in predictions.values())) if predictions else [])
-    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs))
-    timings = {**(timings or {}), "score_s": time.perf_counter() - start}
-    points = sorted({tuple(p.points) for p in predictions.values() if p.landmarks is not None})
-    sources = sorted({scorer.landmark_source(p) for p in predictions.values()})
-    return {
-        "kind": "method",
-        "protocol": protocol.id,
-        "protocol_version": protocol.version,
-        "protocol_hash": protocol.hash,
-        "row": row,
-        "outputs": seen_outputs,
-        "landmark_points": [list(p) for p in points],
-        "landmark_source": sources,
-        "clips": len(scorer.clips),
-        "prediction_failures": dict(sorted(failures.items())),
-        "metrics": {o.spec.label: scorer.aggregate(o) for o in outcomes},
-        "provenance": provenance,
-        "timings": timings,
-    }
-
-
 def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
     """The protocol's detector on ground-truth frames against the exact reference landmarks.
 
@@ -236,9 +168,6 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
     detector can be told apart from ground truth below it. Frames where the detector found no face
     are left out of the values and counted in `missed_frames`.
     """
-    from core.types import ClipPair
-    from metrics.landmark import LandmarkMetric
-
     detections, failures, missed = {}, {}, 0
     for clip_id, clip in scorer.clips.items():
         lmk, found = scorer.reference_detection(clip)
@@ -275,7 +204,3 @@ def detector_floor(protocol: Protocol, scorer: Scorer, env: dict) -> dict:
         "metrics": rows,
         "provenance": env,
     }
-
-
-def write_result(path: Path, result: dict) -> None:
-    write_json(path, result)

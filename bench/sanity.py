@@ -2,8 +2,8 @@
 
 `talkbench sanity PROTOCOL` takes a subset of the protocol's test clips, makes "predictions" that
 are the ground truth itself (original) and the ground truth perturbed in one known way (perturbed),
-scores both through the normal `Scorer` and metric code with the protocol's own metric parameters,
-and compares. A metric that does not move the expected way on its own data cannot be trusted there.
+scores both through the pipeline of `talkbench run` and `score` (`bench.pipeline`: the same
+evaluators, `Scorer` and metric code, with the protocol's own metric parameters), and compares. A metric that does not move the expected way on its own data cannot be trusted there.
 
 Checks (each touches only what it names; the metrics listed are those of the protocol):
 
@@ -45,9 +45,11 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from core.types import Prediction
-from core.types import Clip
+from core.types import Clip, Prediction
+from bench.pipeline import Session, evaluator_identities
 from bench.protocol import MetricSpec, Protocol
+from bench.results import SANITY_FILE, results_dir, write_result
+from bench.tables import markdown_table
 
 CHECKS = ("audio_shift", "blur", "frozen_pose", "landmark_jitter", "mouth_still")
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
@@ -251,19 +253,13 @@ def _pred_key(clip: Clip, pred: Prediction) -> str:
     return "sanity:" + h.hexdigest()
 
 
-def _score(protocol: Protocol, specs: list[MetricSpec], pairs: list[tuple[Clip, Prediction]],
-           device: str) -> dict[str, dict]:
-    """label -> aggregate (the runner's result entry) for predictions of these clips."""
-    from bench.scoring import Scorer
-
-    sub = replace(protocol, metrics=tuple(specs))
-    clips = [c for c, _ in pairs]
-    scorer = Scorer(sub, clips, device)
+def _score(session: Session, specs: list[MetricSpec], pairs: list[tuple[Clip, Prediction]],
+           row: str) -> dict[str, dict]:
+    """label -> result entry (as in `talkbench run`'s results) for predictions of these clips."""
     preds = {c.id: p for c, p in pairs}
     keys = {c.id: _pred_key(c, p) for c, p in pairs}
-    outputs = set().union(*(p.fields() for p in preds.values()))
-    outcomes = scorer.score(preds, keys, {}, outputs)
-    return {o.spec.label: scorer.aggregate(o) for o in outcomes}
+    result = session.evaluate(row, preds, keys=keys, clips=[c for c, _ in pairs], metrics=tuple(specs))
+    return result["metrics"]
 
 
 def _why_no_value(entry: dict) -> str:
@@ -279,7 +275,12 @@ def _why_no_value(entry: dict) -> str:
 
 def run_checks(protocol: Protocol, clips: list[Clip], settings: Settings = Settings(),
                device: str = "cpu", checks: tuple[str, ...] = CHECKS,
-               progress: Optional[Callable[[str], None]] = None) -> list[Row]:
+               progress: Optional[Callable[[str], None]] = None,
+               evaluators: Optional[dict[str, dict]] = None) -> list[Row]:
+    """The checks on these clips. `evaluators`: what was made for the protocol's metrics
+    (`bench.experts.resolve`; `sanity` passes its session's)."""
+    session = Session(protocol, {"test": list(clips)}, device=device, evaluators=dict(evaluators or {}),
+                      progress=False)
     specs = sanity_metrics(protocol)
     rows: list[Row] = []
     for check in checks:
@@ -294,8 +295,8 @@ def run_checks(protocol: Protocol, clips: list[Clip], settings: Settings = Setti
             rows += [Row(check, s.label, None, None, _expect_text(check, s, settings), "unavailable",
                          pert.unavailable) for s in wanted]
             continue
-        before = _score(protocol, wanted, pert.original, device)
-        after = _score(protocol, wanted, pert.perturbed, device)
+        before = _score(session, wanted, pert.original, f"{check}: original")
+        after = _score(session, wanted, pert.perturbed, f"{check}: perturbed")
         for s in wanted:
             b, a = before[s.label], after[s.label]
             amount = expected_amount(check, s, settings)
@@ -328,13 +329,10 @@ def pick_clips(clips: list[Clip], n: int) -> list[Clip]:
 
 # ----------------------------------------------------------------------------------- output
 def format_table(rows: list[Row]) -> list[str]:
-    lines = ["| Check | Metric | Original | Perturbed | Expected | Verdict | Detail |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        verdict_text = {"pass": "pass", "FAIL": "**FAIL**"}.get(r.verdict, r.verdict)
-        lines.append(f"| {r.check} | {r.metric} | {_fmt(r.original)} | {_fmt(r.perturbed)} | "
-                     f"{r.expected} | {verdict_text} | {r.reason.replace('|', '/')} |")
-    return lines
+    body = [[r.check, r.metric, _fmt(r.original), _fmt(r.perturbed), r.expected,
+             {"pass": "pass", "FAIL": "**FAIL**"}.get(r.verdict, r.verdict), r.reason.replace("|", "/")]
+            for r in rows]
+    return markdown_table(["Check", "Metric", "Original", "Perturbed", "Expected", "Verdict", "Detail"], body)
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -345,42 +343,31 @@ def sanity(protocol_name: str, device: str = "cpu", settings: Settings = Setting
            out_root: Optional[Path] = None, progress: bool = True,
            checks: tuple[str, ...] = CHECKS, data_root: Optional[Path] = None) -> tuple[Path, dict]:
     """Run the checks on the protocol's test split; write results/<protocol>/sanity.json."""
-    from bench.data.clips import load_splits
-    from bench.experts import prepare as prepare_experts
-    from bench.protocol import load_protocol
-    from bench.provenance import environment
-    from bench.runner import results_dir, write_result
-
-    protocol = load_protocol(protocol_name)
-    splits = load_splits(protocol, progress, root=data_root)
-    if not splits["test"]:
-        raise ValueError(f"protocol {protocol.id}: the test split is empty")
     start = time.perf_counter()
-    protocol = prepare_experts(protocol, splits, device=device, progress=progress)
-    expert_s = time.perf_counter() - start
-    clips = pick_clips(splits["test"], settings.clips)
+    session = Session.open(protocol_name, device, progress, data_root)  # trains experts if missing
+    protocol = session.protocol
+    expert_s = time.perf_counter() - start  # with loading the data
+    clips = pick_clips(session.test, settings.clips)
     start = time.perf_counter()
     say = (lambda c: print(f"sanity: {c} ...", flush=True)) if progress else None
-    rows = run_checks(protocol, clips, settings, device, checks, say)
+    rows = run_checks(protocol, clips, settings, device, checks, say, session.evaluators)
     result = {
         "kind": "sanity", "protocol": protocol.id, "protocol_hash": protocol.hash,
         "clips": [c.id for c in clips], "settings": vars(settings),
         "rows": [vars(r) for r in rows],
         "summary": {v: sum(r.verdict == v for r in rows) for v in ("pass", "FAIL", "unavailable")},
         "timings": {"experts_s": expert_s, "checks_s": time.perf_counter() - start},
-        "provenance": environment(device),
+        "provenance": {**session.environment(), "evaluators": evaluator_identities(session.evaluators)},
     }
-    path = results_dir(protocol, out_root) / "sanity.json"
+    path = results_dir(protocol, out_root) / SANITY_FILE
     write_result(path, result)
     return path, result
 
 
-def report_lines(out: Path) -> list[str]:
-    """The "Metric sanity checks" report section from `out/sanity.json` ([] if there is none)."""
-    path = Path(out) / "sanity.json"
-    if not path.is_file():
+def report_lines(data: Optional[dict]) -> list[str]:
+    """The "Metric sanity checks" report section from a `sanity.json` ([] if there is none)."""
+    if not data:
         return []
-    data = json.loads(path.read_text())
     rows = [Row(**r) for r in data.get("rows", [])]
     s = data.get("settings", {})
     summary = data.get("summary", {})

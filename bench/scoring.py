@@ -4,6 +4,15 @@ Landmark metrics compare like with like (the papers' convention): a method that 
 is compared with the protocol's reference landmarks; a method that outputs only frames is scored
 from the landmarks the protocol's detector finds on its frames, against the same detector on the
 ground-truth frames. Frames where either detection failed are left out and counted.
+
+Set-level metrics (FID, AU-F1, AU-Acc) take one part per clip (`Metric.clip_parts`); a clip whose
+part cannot be made is a counted failure, N is the clips that contributed, and the confidence
+interval comes from resampling those clips and recomputing the set value from their parts (the
+protocol's bootstrap settings). Their per-speaker and per-emotion values are computed here too,
+since they cannot be derived from per-clip values later.
+
+Metrics whose weights are made for the protocol (`weights: syncnet_expert`) get their file from
+`evaluators` (`bench.experts.resolve`), passed in explicitly: the protocol itself is never altered.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from core.hashing import key_of
 from core.types import Clip
 from bench.data.clips import clip_hash
 from bench.protocol import MetricSpec, Protocol
-from bench.stats import bootstrap_ci
+from bench.results import GROUPS, describe_metric
+from bench.stats import bootstrap_ci, bootstrap_indices, percentile_interval
 from core.types import ClipPair
 from metrics import Metric, build_metric
 from core.errors import MetricError, MetricUnavailable
@@ -38,24 +48,44 @@ class MetricOutcome:
     unavailable: Optional[str] = None
     not_applicable: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    # set-level metrics: each contributing clip's part, then the value over them
+    parts: dict[str, object] = field(default_factory=dict)
+    set_value: Optional[float] = None
+    set_ci: tuple[Optional[float], Optional[float]] = (None, None)
+    set_failure: Optional[str] = None  # why the set value could not be computed from the parts
+    groups: dict[str, dict[str, dict]] = field(default_factory=dict)  # by -> group -> entry
 
 
 class Scorer:
     def __init__(self, protocol: Protocol, test_clips: list[Clip], device: str = "cpu",
-                 cache: Optional[Cache] = None) -> None:
+                 cache: Optional[Cache] = None, evaluators: Optional[dict[str, dict]] = None,
+                 metrics: Optional[tuple[MetricSpec, ...]] = None) -> None:
+        """Score `test_clips` under `protocol` with its metrics (or `metrics`, e.g. the sanity
+        checks' list). `evaluators`: weights name -> {"path", "sha256", ...} of files made for
+        this protocol (`bench.experts.resolve`); a metric whose `weights` parameter names one and
+        gives no `weights_path` is built with that file."""
         self.protocol = protocol
         self.clips = {c.id: c for c in test_clips}
         self.device = device
         self.cache = cache or Cache()
+        self.evaluators = dict(evaluators or {})
+        self.specs = tuple(protocol.metrics if metrics is None else metrics)
         self._extractor: Optional[LandmarkExtractor] = None
         self.metrics: list[tuple[MetricSpec, Optional[Metric], Optional[str]]] = []
-        for spec in protocol.metrics:
+        for spec in self.specs:
             try:
-                metric = build_metric(spec.name, spec.params)
+                metric = build_metric(spec.name, self.metric_params(spec))
                 metric.device = device
                 self.metrics.append((spec, metric, None))
             except MetricUnavailable as exc:
                 self.metrics.append((spec, None, str(exc)))
+
+    def metric_params(self, spec: MetricSpec) -> dict:
+        """The parameters a metric is built with: the protocol's, plus an evaluator's file."""
+        name = spec.params.get("weights")
+        if isinstance(name, str) and name in self.evaluators and not spec.params.get("weights_path"):
+            return {**spec.params, "weights_path": str(self.evaluators[name]["path"])}
+        return dict(spec.params)
 
     # -- landmarks ------------------------------------------------------------------------------
     @property
@@ -154,11 +184,16 @@ class Scorer:
             pair: Optional[ClipPair] = None
             for outcome in outcomes:
                 metric = outcome.metric
-                if metric is None or metric.level != "clip" or outcome.not_applicable:
+                if metric is None or outcome.not_applicable:
                     continue
                 missing = [f for f in metric.needs if f not in _available_fields(pred, clip, self)]
                 if missing:
                     outcome.failures[clip_id] = f"prediction has no {', '.join(missing)}"
+                    continue
+                if metric.level == "set":
+                    if pair is None:
+                        pair = self.pair(clip, pred, pred_key)
+                    self._clip_parts(outcome, pair)
                     continue
                 key = key_of("metric", metric.identity(), clip_hash(clip), pred_key,
                              self.landmark_source(pred), self._extractor_identity(pred, metric))
@@ -175,7 +210,7 @@ class Scorer:
         for outcome in outcomes:
             metric = outcome.metric
             if metric is not None and metric.level == "set" and not outcome.not_applicable:
-                self._score_set(outcome, predictions, pred_keys)
+                self._score_set(outcome)
         return outcomes
 
     def clip_value(self, metric: Metric, key: str, make_pair) -> dict:
@@ -198,14 +233,59 @@ class Scorer:
             self.cache.put_json("metric", key, cached)
         return cached
 
-    def _score_set(self, outcome: MetricOutcome, predictions: dict[str, Prediction],
-                   pred_keys: dict[str, str]) -> None:
-        pairs = [self.pair(self.clips[c], p, pred_keys[c]) for c, p in predictions.items()]
+    @staticmethod
+    def _clip_parts(outcome: MetricOutcome, pair: ClipPair) -> None:
+        """One clip's part of a set-level metric, or its counted failure."""
         try:
-            outcome.per_clip["__set__"] = float(outcome.metric.set_value(pairs))
+            outcome.parts[pair.clip_id] = outcome.metric.clip_parts(pair)
         except MetricError as exc:
-            outcome.failures["__set__"] = str(exc)
-        outcome.notes.extend(getattr(outcome.metric, "last_notes", []))  # e.g. FID below 2048 frames
+            outcome.failures[pair.clip_id] = str(exc)
+        except Exception as exc:  # a crash on one clip is that clip's failure, not the run's
+            log.exception("metric %s failed on %s", outcome.metric.name, pair.clip_id)
+            outcome.failures[pair.clip_id] = f"{type(exc).__name__}: {exc}"
+
+    def _score_set(self, outcome: MetricOutcome) -> None:
+        """The set value over the contributing clips, its bootstrap CI and its per-group values."""
+        metric, ids = outcome.metric, list(outcome.parts)
+        if not ids:
+            return  # every clip failed, each counted
+        try:
+            outcome.set_value = float(metric.set_value_from_parts([outcome.parts[c] for c in ids]))
+        except MetricError as exc:
+            outcome.set_failure = str(exc)
+            return
+        finally:
+            outcome.notes.extend(getattr(metric, "last_notes", []))  # e.g. FID below 2048 frames
+        outcome.set_ci, used = self.set_interval(metric, [outcome.parts[c] for c in ids])
+        samples = self.protocol.bootstrap["samples"]
+        if used < samples:
+            outcome.notes.append(f"bootstrap CI from the {used} of {samples} resamples of clips "
+                                 f"that have a value")
+        for by in GROUPS:
+            members: dict[str, list[str]] = {}
+            for c in ids:
+                members.setdefault(str(getattr(self.clips[c], by)), []).append(c)
+            outcome.groups[by] = {}
+            for group, clips in sorted(members.items()):
+                parts = [outcome.parts[c] for c in clips]
+                try:
+                    value: Optional[float] = float(metric.set_value_from_parts(parts))
+                    ci, _ = self.set_interval(metric, parts)
+                except MetricError as exc:
+                    value, ci = None, (None, None)
+                    log.info("%s: no value for %s %s (%s)", metric.name, by, group, exc)
+                outcome.groups[by][group] = {"value": value, "ci": list(ci), "n": len(clips)}
+
+    def set_interval(self, metric: Metric, parts: list) -> tuple[tuple[Optional[float], Optional[float]], int]:
+        """Percentile bootstrap CI of a set-level metric over clips (resampled with the protocol's
+        settings, the set value recomputed from the clips' parts) and how many resamples had a
+        value."""
+        boot = self.protocol.bootstrap
+        indices = bootstrap_indices(len(parts), boot["samples"], boot["seed"])
+        values = np.asarray(metric.resampled_set_values(parts, indices), dtype=np.float64)
+        used = int((~np.isnan(values)).sum())
+        lo, hi = percentile_interval(values, boot["confidence"])
+        return ((None, None) if used == 0 else (lo, hi)), used
 
     def _extractor_identity(self, pred: Prediction, metric: Metric) -> Optional[dict]:
         if "landmarks" in metric.needs and self.landmark_source(pred) == "detected":
@@ -213,24 +293,28 @@ class Scorer:
         return None
 
     def aggregate(self, outcome: MetricOutcome) -> dict:
-        metric, boot = outcome.metric, self.protocol.bootstrap
-        values = [v for k, v in sorted(outcome.per_clip.items()) if k != "__set__"]
-        if "__set__" in outcome.per_clip:
-            value, ci = outcome.per_clip["__set__"], (None, None)
+        """The result entry of one metric: what it is (label, name, direction, unit, level), its
+        value with CI and N, failures, per-clip values (clip level) or contributing clips and
+        per-group values (set level)."""
+        metric, boot, spec = outcome.metric, self.protocol.bootstrap, outcome.spec
+        params = metric.params if metric else self.metric_params(spec)
+        entry = describe_metric(spec.name, spec.label, params)
+        values = [v for _, v in sorted(outcome.per_clip.items())]
+        if entry["level"] == "set":  # N: the clips whose parts the value was computed from
+            value, ci = outcome.set_value, outcome.set_ci
+            n = len(outcome.parts) if value is not None else 0
         elif values:
             value = metric.aggregate(values)
             ci = bootstrap_ci(values, boot["samples"], boot["seed"], boot["confidence"])
+            n = len(values)
         else:
-            value, ci = None, (None, None)
-        return {
-            "name": outcome.spec.name,
-            "params": metric.params if metric else outcome.spec.params,
+            value, ci, n = None, (None, None), 0
+        entry.update({
+            "params": params,
             "version": metric.version if metric else None,
-            # the class knows the direction even when the metric could not be built here
-            "higher_is_better": metric.higher_is_better if metric else _direction(outcome.spec.name),
             "value": value,
             "ci": list(ci),
-            "n": len(values),
+            "n": n,
             "failures": len(outcome.failures),
             "failure_reasons": dict(sorted(outcome.failures.items())),
             "unavailable": outcome.unavailable,
@@ -238,14 +322,11 @@ class Scorer:
             "notes": list(outcome.notes),
             "weights": metric.identity().get("weights") if metric else None,  # name -> sha256
             "per_clip": dict(sorted(outcome.per_clip.items())),
-        }
-
-
-def _direction(name: str) -> Optional[bool]:
-    from metrics import METRICS
-
-    cls = METRICS.get(name)
-    return getattr(cls, "higher_is_better", None) if cls else None
+        })
+        if entry["level"] == "set":
+            entry.update({"clips": sorted(outcome.parts), "set_failure": outcome.set_failure,
+                          "groups": outcome.groups})
+        return entry
 
 
 def _available_fields(pred: Prediction, clip: Clip, scorer: Scorer) -> set[str]:

@@ -7,6 +7,11 @@ for the whole test set (`level = "set"`). Per-clip values are kept so reports ca
 intervals and breakdowns. A clip the metric cannot score raises `MetricError` with the reason;
 the runner counts it as a failure. A metric that cannot run at all (weights missing) raises
 `MetricUnavailable` from its constructor or first call.
+
+A set-level metric is computed from one *part* per clip (`clip_parts`: what the clip contributes,
+e.g. its Inception features or its AU occurrences) and `set_value_from_parts`, so that the harness
+can resample clips for a bootstrap confidence interval without recomputing the parts
+(`resampled_set_values`, which a metric may override with a faster exact computation).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Metric:
     needs: ClassVar[tuple[str, ...]]
     level: ClassVar[str] = "clip"  # "clip" or "set"
     defaults: ClassVar[dict[str, Any]] = {}
+    unit: ClassVar[str] = ""  # of the value: "px", "dB", ... ("" for a unitless score)
 
     def __init__(self, **params: Any) -> None:
         self.device = "cpu"  # the runner sets "cuda" when asked; metrics that use torch honour it
@@ -65,11 +71,36 @@ class Metric:
         every clip."""
         return None
 
+    @classmethod
+    def unit_of(cls, params: dict[str, Any]) -> str:
+        """The unit of the value under these parameters (known without building the metric)."""
+        return cls.unit
+
     def clip_value(self, pair: ClipPair) -> float:
         raise NotImplementedError(f"{self.name} is a set-level metric")
 
-    def set_value(self, pairs: Sequence[ClipPair]) -> float:
+    def clip_parts(self, pair: ClipPair) -> Any:
+        """Set-level metrics: what one clip contributes to the set value (MetricError if nothing)."""
         raise NotImplementedError(f"{self.name} is a clip-level metric")
+
+    def set_value_from_parts(self, parts: Sequence[Any]) -> float:
+        """Set-level metrics: the value over the clips whose `clip_parts` are given, in order."""
+        raise NotImplementedError(f"{self.name} is a clip-level metric")
+
+    def set_value(self, pairs: Sequence[ClipPair]) -> float:
+        """Set-level metrics: the value over these clips."""
+        return self.set_value_from_parts([self.clip_parts(pair) for pair in pairs])
+
+    def resampled_set_values(self, parts: Sequence[Any], indices: np.ndarray) -> np.ndarray:
+        """Set values of bootstrap resamples: row k of `indices` (samples x clips) lists the clips
+        of resample k. NaN where the metric has no value for a resample (MetricError)."""
+        out = np.full(len(indices), np.nan)
+        for k, row in enumerate(indices):
+            try:
+                out[k] = self.set_value_from_parts([parts[i] for i in row])
+            except MetricError:
+                pass
+        return out
 
     def aggregate(self, values: Sequence[float]) -> float:
         """Set value from per-clip values: the mean over clips (every reference averages per video)."""

@@ -284,6 +284,16 @@ class FID(Metric):
             check_range(arr, f"clip {pair.clip_id}: {side}")
         return arr[stride_subsample(arr.shape[0], self.params["max_frames_per_clip"])]
 
+    def clip_parts(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        """The clip's (generated, reference) pool3 features of its (subsampled) frames."""
+        for side in ("prediction", "reference"):
+            self._frames(pair, side, check=True)
+        pred = self.features(self._frames(pair, "prediction"))
+        ref = self.features(self._frames(pair, "reference"))
+        if not (np.isfinite(pred).all() and np.isfinite(ref).all()):
+            raise MetricError(f"clip {pair.clip_id}: Inception features contain NaN or inf")
+        return pred, ref
+
     def set_value(self, pairs: Sequence[ClipPair]) -> float:
         self.last_notes, self.last_counts = [], {}
         if not pairs:
@@ -293,18 +303,25 @@ class FID(Metric):
         for pair in pairs:
             for side in counts:
                 counts[side] += len(self._frames(pair, side, check=True))
-        n_pred, n_ref = counts["prediction"], counts["reference"]
-        self.last_counts = {"clips": len(pairs), "pred_frames": n_pred, "ref_frames": n_ref}
+        if min(counts.values()) < 2:
+            raise MetricError(f"FID needs at least 2 frames per side, got {counts['prediction']} "
+                              f"generated and {counts['reference']} reference frames")
+        return self.set_value_from_parts([self.clip_parts(pair) for pair in pairs])
+
+    def set_value_from_parts(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+        self.last_notes, self.last_counts = [], {}
+        if not parts:
+            raise MetricError("no clips to compare")
+        n_pred, n_ref = sum(len(p) for p, _ in parts), sum(len(r) for _, r in parts)
+        self.last_counts = {"clips": len(parts), "pred_frames": n_pred, "ref_frames": n_ref}
         if min(n_pred, n_ref) < 2:
             raise MetricError(f"FID needs at least 2 frames per side, got {n_pred} generated and "
                               f"{n_ref} reference frames")
-        pred = np.concatenate([self.features(self._frames(p, "prediction")) for p in pairs])
-        ref = np.concatenate([self.features(self._frames(p, "reference")) for p in pairs])
-        if not (np.isfinite(pred).all() and np.isfinite(ref).all()):
-            raise MetricError("Inception features contain NaN or inf")
+        pred = np.concatenate([p for p, _ in parts])
+        ref = np.concatenate([r for _, r in parts])
         value = frechet_distance_features(pred, ref)
         self.last_notes.append(f"FID over {n_pred} generated and {n_ref} reference frames "
-                               f"from {len(pairs)} clips")
+                               f"from {len(parts)} clips")
         if min(n_pred, n_ref) < FEATURE_DIM:
             msg = (f"fewer than {FEATURE_DIM} frames per side ({n_pred} generated, {n_ref} "
                    f"reference): the covariance is rank-deficient and FID is biased upward; "
@@ -312,3 +329,43 @@ class FID(Metric):
             self.last_notes.append(msg)
             log.warning("FID: %s", msg)
         return value
+
+    def resampled_set_values(self, parts: Sequence[tuple[np.ndarray, np.ndarray]],
+                             indices: np.ndarray) -> np.ndarray:
+        """FID of bootstrap resamples of clips, from the clips' features without copying them.
+
+        A resample repeats clips, so its feature sets repeat rows: with w_i the multiplicity of
+        row i, the gram method's quantities (`frechet_distance_features`) become weighted sums
+        over the distinct rows, and the singular values of A1 A2' with repeated rows are those of
+        W1^(1/2) A1 A2' W2^(1/2) over the distinct rows. The cross products F1 F2' of all rows are
+        computed once. Equal to `set_value_from_parts` of the resample up to rounding; used when
+        every set has at most FEATURE_DIM frames (the gram method), else the default loop.
+        """
+        pred = [np.asarray(p, np.float64) for p, _ in parts]
+        ref = [np.asarray(r, np.float64) for _, r in parts]
+        f1, f2 = np.concatenate(pred), np.concatenate(ref)
+        if max(len(f1), len(f2)) > FEATURE_DIM:
+            return super().resampled_set_values(parts, indices)
+        owner1 = np.repeat(np.arange(len(parts)), [len(p) for p in pred])
+        owner2 = np.repeat(np.arange(len(parts)), [len(r) for r in ref])
+        cross = f1 @ f2.T
+        sq1, sq2 = np.einsum("ij,ij->i", f1, f1), np.einsum("ij,ij->i", f2, f2)
+        out = np.full(len(indices), np.nan)
+        for k, row in enumerate(indices):
+            mult = np.bincount(row, minlength=len(parts)).astype(np.float64)
+            w1, w2 = mult[owner1], mult[owner2]
+            s1, s2 = w1 > 0, w2 > 0
+            w1, w2 = w1[s1], w2[s2]
+            n1, n2 = w1.sum(), w2.sum()
+            if min(n1, n2) < 2:
+                continue
+            g1, g2 = f1[s1], f2[s2]
+            mu1, mu2 = w1 @ g1 / n1, w2 @ g2 / n2
+            centred = (cross[np.ix_(s1, s2)] - (g1 @ mu2)[:, None] - (g2 @ mu1)[None, :] + mu1 @ mu2)
+            centred *= np.sqrt(w1)[:, None] * np.sqrt(w2)[None, :]
+            tr_covmean = np.linalg.svd(centred, compute_uv=False).sum() / math.sqrt((n1 - 1) * (n2 - 1))
+            tr1 = (w1 @ sq1[s1] - n1 * mu1 @ mu1) / (n1 - 1)
+            tr2 = (w2 @ sq2[s2] - n2 * mu2 @ mu2) / (n2 - 1)
+            diff = mu1 - mu2
+            out[k] = diff @ diff + tr1 + tr2 - 2.0 * tr_covmean
+        return out

@@ -150,6 +150,7 @@ class _ImageMetric(Metric):
 class PSNR(_ImageMetric):
     """Mean over frames of the per-frame PSNR in dB, each frame capped at `max_db`."""
     name = "PSNR"
+    unit = "dB"
     defaults = {**_ImageMetric.defaults, "max_db": 100.0}
 
     def validate_params(self) -> None:

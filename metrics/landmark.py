@@ -229,6 +229,12 @@ class LandmarkMetric(Metric):
     level = "clip"
     defaults = {"normalize": "none"}
     region: ClassVar[str] = "face"
+    unit = "px"
+
+    @classmethod
+    def unit_of(cls, params: dict) -> str:
+        normalize = params.get("normalize", "none")
+        return cls.unit if normalize == "none" else f"px / {normalize}"
 
     def validate_params(self) -> None:
         self.check_choice("normalize", NORMALIZERS)

@@ -208,6 +208,7 @@ class Diversity(_HeadMotionMetric):
     """Std over time of yaw, pitch, roll (degrees), averaged over the three; ground truth is the target."""
 
     name = "Diversity"
+    unit = "°"
 
     def clip_value(self, pair: ClipPair) -> float:
         angles, ok = self.head_angles(pair)

@@ -98,3 +98,65 @@ def test_gap_filled_reference_frames_are_left_out_of_landmark_metrics(tmp_path):
 
     windows = window_clip(clip, {"mode": "fixed", "seconds": 0.2, "hop": 0.2})
     assert [w.landmarks_found.tolist() for w in windows] == [found[i:i + 5].tolist() for i in (0, 5)]
+
+
+def test_set_level_bootstrap_resamples_clips_like_the_clip_level_one():
+    """The resamples of a set-level CI are those of `bootstrap_ci`: with the mean as the set
+    statistic the two intervals are identical."""
+    from bench.stats import bootstrap_indices, percentile_interval
+
+    x = np.random.default_rng(4).normal(size=17)
+    idx = bootstrap_indices(len(x), 500, 7)
+    assert percentile_interval(x[idx].mean(axis=1)) == bootstrap_ci(x, 500, 7)
+    assert percentile_interval(np.array([np.nan, 1.0, 2.0, np.nan])) == (1.0, 2.0)  # no-value resamples left out
+
+
+def test_fid_resamples_from_cached_features_equal_the_recomputed_values():
+    """FID's fast resampling (weighted distinct rows) matches the set value of each resample."""
+    from metrics.fid import FID
+
+    fid = object.__new__(FID)  # the statistics only: no Inception network needed
+    fid.params, fid.last_notes, fid.last_counts = {"max_frames_per_clip": None}, [], {}
+    rng = np.random.default_rng(0)
+    parts = [(rng.normal(0.3, 0.2, (n, 2048)), rng.normal(0.35, 0.2, (n + 1, 2048))) for n in (3, 5, 4, 6)]
+    idx = rng.integers(0, len(parts), size=(6, len(parts)))
+    idx[0] = 0  # one clip repeated: 3 distinct generated frames, still a value
+    fast = fid.resampled_set_values(parts, idx)
+    slow = [fid.set_value_from_parts([parts[i] for i in row]) for row in idx]
+    np.testing.assert_allclose(fast, slow, rtol=1e-9)
+
+
+def test_result_files_carry_a_schema_version(tmp_path):
+    from bench.results import ResultSchemaError, read_result, read_results, to_frame, write_result
+
+    result = {"kind": "method", "row": "m", "protocol": "p",
+              "test_clips": {"c1": {"speaker": "s1", "emotion": "happy", "intensity": 2},
+                             "c2": {"speaker": "s2", "emotion": "sad", "intensity": 1}},
+              "metrics": {"M-LD": {"per_clip": {"c1": 1.0, "c2": 3.0}, "higher_is_better": False},
+                          "FID": {"per_clip": {}, "level": "set", "value": 9.0}}}
+    write_result(tmp_path / "m.json", result)
+    assert read_result(tmp_path / "m.json")["schema_version"] >= 2
+    frame = to_frame(tmp_path)
+    assert frame.to_dict("records") == [
+        {"row": "m", "clip": "c1", "metric": "M-LD", "value": 1.0, "speaker": "s1", "emotion": "happy", "intensity": 2},
+        {"row": "m", "clip": "c2", "metric": "M-LD", "value": 3.0, "speaker": "s2", "emotion": "sad", "intensity": 1}]
+    assert read_results(tmp_path).metric_info()["M-LD"]["higher_is_better"] is False
+    (tmp_path / "old.json").write_text('{"kind": "method", "protocol": "p", "metrics": {}}')
+    with pytest.raises(ResultSchemaError, match="no schema_version.*rerun `talkbench run p`"):
+        read_results(tmp_path)
+
+
+def test_au_resamples_from_confusion_counts_equal_the_recomputed_values():
+    from metrics import build_metric
+    from metrics.base import Metric
+
+    rng = np.random.default_rng(0)
+    parts = [(rng.random((12, 5)) > 0.7, rng.random((12, 5)) > 0.6) for _ in range(7)]
+    parts[2] = (np.zeros((12, 5), bool), np.zeros((12, 5), bool))  # no AU shown: undefined F1s
+    idx = np.random.default_rng(1).integers(0, 7, size=(50, 7))
+    idx[0] = 2  # a resample of that clip only: F1 undefined for every AU -> no value
+    for name, params in (("AU-F1", {}), ("AU-Acc", {}), ("AU-F1", {"au": "AU25"})):
+        m = build_metric(name, params)
+        np.testing.assert_array_equal(m.resampled_set_values(parts, idx),
+                                      Metric.resampled_set_values(m, parts, idx))
+    assert np.isnan(build_metric("AU-F1").resampled_set_values(parts, idx)[0])

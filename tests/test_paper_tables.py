@@ -24,6 +24,7 @@ import pytest
 from core.paths import repo_root
 from bench.protocol import ProtocolError, list_protocols, load_protocol, parse_protocol, reference_columns
 from bench.report import write_report
+from bench.results import SCHEMA_VERSION
 from bench.runner import select_methods
 
 # TALKBENCH_PAPERS overrides the location (e.g. a git worktree that sits deeper than the checkout).
@@ -407,7 +408,8 @@ def _fake_result(protocol, row: str, value: float) -> dict:
                          "failure_reasons": {}, "higher_is_better": None, "not_applicable": None,
                          "unavailable": None, "notes": [], "params": m.params, "per_clip": {}, "version": "1"}
                for m in protocol.metrics}
-    return {"kind": "method", "row": row, "clips": 3, "metrics": metrics, "landmark_points": [],
+    return {"schema_version": SCHEMA_VERSION, "kind": "method", "row": row, "clips": 3, "metrics": metrics,
+            "landmark_points": [],
             "landmark_source": ["predicted"], "outputs": ["landmarks"], "prediction_failures": {},
             "protocol": protocol.id, "protocol_hash": protocol.hash, "protocol_version": protocol.version,
             "provenance": {"seed": 0, "preset": "tiny", "config_hash": "x", "git": {}, "packages": {}},

@@ -8,9 +8,12 @@ import pytest
 import yaml
 
 from bench.cli import main
+from bench.data.synthtalk import corpus
+from bench.results import FRAME_COLUMNS, SCHEMA_VERSION, to_frame
 from bench.data.clips import load_splits
 from bench.protocol import load_protocol
-from bench.runner import run, score_directory
+from bench.pipeline import evaluate
+from bench.runner import run
 from bench.scoring import Scorer
 from bench.data.video import write_mp4
 from metrics.base import Metric
@@ -86,6 +89,93 @@ def test_detector_floor_is_reported(mini):
     assert 0 < floor["metrics"]["F-LD"]["value"] < 4  # dlib on our renders: about 2 px
 
 
+def test_results_carry_what_the_report_needs(mini):
+    """Each result holds its metrics' label, direction, unit and level and the clips' metadata;
+    set-level metrics count the clips that contributed and get a CI from resampling them."""
+    _, out = mini
+    r = result(out, "static")
+    assert r["schema_version"] == SCHEMA_VERSION
+    m = r["metrics"]
+    assert len(r["test_clips"]) == 6 and set(r["test_clips"]) == set(m["M-LD"]["per_clip"])
+    assert all(set(meta) == {"speaker", "emotion", "intensity"} for meta in r["test_clips"].values())
+    assert len({meta["speaker"] for meta in r["test_clips"].values()}) == 3
+    assert (m["M-LD"]["label"], m["M-LD"]["higher_is_better"], m["M-LD"]["unit"], m["M-LD"]["level"]) == \
+        ("M-LD", False, "px", "clip")
+    assert m["PSNR"]["unit"] == "dB" and m["PSNR"]["higher_is_better"] is True
+    # unavailable here (no weights), yet described
+    assert (m["FID"]["higher_is_better"], m["FID"]["level"]) == (False, "set")
+    for label in ("AU-F1", "AU-Acc"):
+        au = m[label]
+        assert au["level"] == "set" and au["n"] == 6 and au["clips"] == sorted(r["test_clips"])
+        lo, hi = au["ci"]
+        assert lo is not None and lo <= hi and au["value"] is not None and not au["per_clip"]
+        by_speaker = au["groups"]["speaker"]
+        assert len(by_speaker) == 3 and sum(g["n"] for g in by_speaker.values()) == 6
+        assert all(g["value"] is not None for g in by_speaker.values())
+    gt = result(out, "ground_truth")["metrics"]["AU-F1"]
+    assert gt["value"] == 1.0 and gt["ci"] == [1.0, 1.0]
+    frame = to_frame(out)
+    assert list(frame.columns) == FRAME_COLUMNS
+    mld = frame[(frame["row"] == "static") & (frame["metric"] == "M-LD")]
+    assert len(mld) == 6 and mld["value"].mean() == pytest.approx(m["M-LD"]["value"])
+    assert set(mld["speaker"]) == {meta["speaker"] for meta in r["test_clips"].values()}
+
+
+def test_report_needs_only_the_protocol_and_the_results(mini, tmp_path, monkeypatch):
+    """`talkbench report` on a copied results folder, with an empty TALKBENCH_HOME and no way to
+    build or load the dataset: every section is there, figures are redrawn from the saved arrays."""
+    path, out = mini
+    results = tmp_path / "results"
+    copy = results / out.name
+    shutil.copytree(out, copy)
+    (copy / "README.md").unlink()
+    for png in (copy / "figures").glob("*.png"):
+        png.unlink()
+    assert sorted(p.name for p in (copy / "figures").iterdir()) == sorted(
+        ["_reference.npz"] + [f"{row}.npz" for row in METHODS])
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    monkeypatch.setenv("TALKBENCH_HOME", str(home))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report touched the dataset")
+
+    import bench.data.clips
+    import bench.pipeline
+
+    for module, name in ((corpus, "build"), (corpus, "load_clips"), (bench.data.clips, "prepare_splits"),
+                         (bench.pipeline, "prepare_splits")):
+        monkeypatch.setattr(module, name, refuse)
+    assert main(["report", str(path), "--results", str(results)]) == 0
+    assert list(home.iterdir()) == []  # no corpus, no cache, no split file
+    text = (copy / "README.md").read_text()
+    for section in ("## Results", "## Mean, 95% bootstrap CI", "## Breakdowns by speaker and by emotion",
+                    "### By speaker", "### By emotion", "## Detector-noise floor", "## Failures",
+                    "## Not applicable", "## Unavailable metrics", "## Figures", "## Provenance"):
+        assert section in text, section
+    assert (copy / "figures" / "landmark_overlay.png").exists() and (copy / "figures" / "mouth_opening.png").exists()
+    assert "M-LD ↓" in text and "PSNR ↑" in text and "dB: PSNR" in text
+    ci = text.split("## Mean, 95% bootstrap CI", 1)[1].split("\n## ", 1)[0]
+    assert "N=0" not in ci and "[—, —]" not in ci  # set-level metrics too: real N and CI
+    au_cells = [line.split("|") for line in ci.splitlines() if line.startswith("| static ")]
+    assert len(au_cells) == 1 and "N=6" in au_cells[0][1 + [m.label for m in load_protocol(path).metrics].index("AU-F1") + 1]
+    emotions = {meta["emotion"] for meta in result(out, "static")["test_clips"].values()}
+    by_emotion = text.split("### By emotion", 1)[1].split("\n## ", 1)[0]
+    assert all(f"| {e} " in by_emotion for e in emotions)
+
+
+def test_report_refuses_results_of_another_schema(mini, tmp_path, capsys):
+    path, out = mini
+    results = tmp_path / "results"
+    shutil.copytree(out, results / out.name)
+    old = result(out, "static")
+    del old["schema_version"]
+    (results / out.name / "static.json").write_text(json.dumps(old))
+    assert main(["report", str(path), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "static.json has no schema_version" in err and "rerun `talkbench run synthtalk-mini`" in err
+
+
 def gt_predictions(out):
     return load_protocol_path_dir(out, "ground_truth")
 
@@ -132,7 +222,7 @@ def test_bad_predictions_are_counted_failures(mini, tmp_path):
     (bad / f"{ids[4]}.npz").unlink()
     (bad / f"{ids[4]}.mp4").unlink()
     scorer = Scorer(protocol, clips)
-    r = score_directory(protocol, scorer, bad, "bad", {}, progress=False)
+    r = evaluate(protocol, scorer, "bad", bad, progress=False)
     fails = r["prediction_failures"]
     assert "have 72 frames" in fails[ids[0]] or "frames, the reference has" in fails[ids[0]]
     assert "NaN" in fails[ids[1]]
@@ -191,7 +281,7 @@ def test_frame_only_predictions_are_scored_through_the_detector(mini, tmp_path):
         with np.load(gt_predictions(out) / f"{clip.id}.npz") as d:
             np.savez(frames_only / f"{clip.id}.npz", frames=d["frames"])
     scorer = Scorer(protocol, clips)
-    r = score_directory(protocol, scorer, frames_only, "frames_only", {}, progress=False)
+    r = evaluate(protocol, scorer, "frames_only", frames_only, progress=False)
     assert r["landmark_source"] == ["detected"] and r["outputs"] == ["frames"]
     for label in ("M-LD", "F-LD", "M-LVD", "F-LVD", "LMD"):
         assert r["metrics"][label]["value"] == 0.0 and r["metrics"][label]["n"] == 2
@@ -209,7 +299,7 @@ def test_partial_landmarks_make_pose_and_au_metrics_not_applicable(mini, tmp_pat
     partial.mkdir()
     for clip in clips:
         np.savez(partial / f"{clip.id}.npz", landmarks=clip.landmarks[:, points], points=np.array(points))
-    r = score_directory(protocol, Scorer(protocol, clips), partial, "partial", {}, progress=False)
+    r = evaluate(protocol, Scorer(protocol, clips), "partial", partial, progress=False)
     assert r["landmark_points"] == [points]
     assert r["metrics"]["M-LD"]["value"] == 0.0 and r["metrics"]["M-LD"]["n"] == 6
     for label in ("Diversity", "BeatAlign", "AU-F1", "AU-Acc"):

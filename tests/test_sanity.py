@@ -3,7 +3,6 @@ and the checks end to end on 2 synthtalk clips with a subset of the metrics."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 
@@ -14,6 +13,7 @@ from bench import sanity
 from bench.data.synthtalk import corpus
 from bench.protocol import MetricSpec, load_protocol
 from bench.report import write_report
+from bench.results import write_result
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +80,16 @@ def test_checks_end_to_end_on_two_clips(clips, tmp_path):
 
     # the table, the JSON and the report section
     table = sanity.format_table(rows)
-    assert table[0].startswith("| Check | Metric |") and len(table) == len(rows) + 2
+    assert _cells(table[0])[:2] == ["Check", "Metric"] and len(table) == len(rows) + 2
     out = tmp_path / "results" / "synthtalk"
     out.mkdir(parents=True)
-    (out / "sanity.json").write_text(json.dumps({"protocol": "synthtalk", "clips": [c.id for c in clips],
-                                                 "settings": vars(sanity.Settings()),
-                                                 "summary": {"pass": 8},
-                                                 "rows": [vars(r) for r in rows]}))
+    write_result(out / "sanity.json", {"kind": "sanity", "protocol": "synthtalk",
+                                       "clips": [c.id for c in clips], "settings": vars(sanity.Settings()),
+                                       "summary": {"pass": 8}, "rows": [vars(r) for r in rows]})
     report = write_report(protocol, out, figures=False).read_text()
-    assert "## Metric sanity checks" in report and "| blur | PSNR | 100.000 |" in report
+    assert "## Metric sanity checks" in report
+    assert ["blur", "PSNR", "100.000"] in [_cells(line)[:3] for line in report.splitlines()]
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]

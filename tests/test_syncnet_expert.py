@@ -18,6 +18,7 @@ import torch
 from bench import experts
 from bench.data.synthtalk import corpus
 from bench.protocol import load_protocol
+from bench.scoring import Scorer
 from metrics import build_metric
 from metrics import syncnet as sn
 from core.types import ClipPair
@@ -113,29 +114,37 @@ def test_official_width_is_unchanged():
     assert narrow["netfcaud.3.weight"].shape == (128, 64)
 
 
-def test_prepare_trains_once_and_points_the_metrics_at_the_checkpoint(clips, monkeypatch):
+def test_resolve_trains_once_and_the_scorer_builds_the_metrics_with_it(clips, monkeypatch):
     protocol = load_protocol("synthtalk")
+    before = (protocol.metrics, protocol.hash)
     assert experts.needs_syncnet_expert(protocol)
     splits = {"train": clips[:2], "val": [], "test": clips[2:]}
     calls = []
     real_train = experts.train
     monkeypatch.setattr(experts, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
-    prepared = experts.prepare(protocol, splits, progress=False, cfg=TINY)
-    again = experts.prepare(protocol, splits, progress=False, cfg=TINY)
+    evaluators = experts.resolve(protocol, splits, progress=False, cfg=TINY)
+    again = experts.resolve(protocol, splits, progress=False, cfg=TINY)
     assert len(calls) == 1, "a trained expert is reused"
-    expert_specs = [s for s in prepared.metrics if s.params.get("weights") == sn.EXPERT_WEIGHTS]
-    assert {s.label for s in expert_specs} == {"LSE-D (expert)", "LSE-C (expert)", "AV-offset (expert)"}
-    path = expert_specs[0].params["weights_path"]
-    assert all(s.params["weights_path"] == path for s in expert_specs)
-    assert again.metrics == prepared.metrics and prepared.hash == protocol.hash
+    assert again == evaluators and set(evaluators) == {sn.EXPERT_WEIGHTS}
+    expert = evaluators[sn.EXPERT_WEIGHTS]
+    path = expert["path"]
     assert path.startswith(str(experts.talkbench_home() / "experts" / "synthtalk"))
-    # the official entries are left alone (unavailable without syncnet_v2.model)
-    official = [s for s in prepared.metrics if s.name == "LSE-D" and "weights" not in s.params]
-    assert official and "weights_path" not in official[0].params
-    # another train split is another expert; an empty train split leaves the metrics unpointed
+    assert expert["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert (protocol.metrics, protocol.hash) == before, "the protocol is not rewritten"
+    # the scorer gets the expert explicitly; the official entries are left alone
+    scorer = Scorer(protocol, clips[2:], evaluators=evaluators)
+    built = {spec.label: (spec, metric, why) for spec, metric, why in scorer.metrics}
+    for label in ("LSE-D (expert)", "LSE-C (expert)", "AV-offset (expert)"):
+        spec, metric, why = built[label]
+        assert why is None and metric.params["weights_path"] == path and "weights_path" not in spec.params
+        assert metric.identity()["weights"] == {sn.EXPERT_WEIGHTS: expert["sha256"]}
+    assert built["LSE-D"][1] is None and "syncnet_v2" in built["LSE-D"][2]
+    # without the evaluator the expert metrics are unavailable, with the command that trains it
+    assert "talkbench experts train" in {s.label: w for s, _, w in Scorer(protocol, clips[2:]).metrics}["LSE-D (expert)"]
+    # another train split is another expert; an empty train split gives no evaluator
     other = experts.checkpoint_path(protocol, clips[1:3], TINY, 0)
     assert str(other) != path
-    assert experts.prepare(protocol, {"train": []}, progress=False, cfg=TINY) is protocol
+    assert experts.resolve(protocol, {"train": []}, progress=False, cfg=TINY) == {}
 
 
 def test_offset_logic_on_hand_made_embeddings():

@@ -15,7 +15,6 @@ from bench.data.raw import DATASETS
 from bench.protocol import SPLITS, Protocol, ProtocolError, resolve_split, split_clips_random, time_split_bounds
 
 
-_ROOTS: dict[str, object] = {}  # dataset -> the root last given for it in this process
 
 
 def load_splits(protocol: Protocol, progress: bool = True, root=None, workers: int = 1
@@ -33,9 +32,6 @@ def prepare_splits(protocol: Protocol, progress: bool = True, root=None, workers
     """
     manifest = None
     speakers: Optional[list[str]] = None  # real datasets: every discovered speaker
-    # A root named once in this process is remembered, so later reloads of the same dataset
-    # (the report's figures) find it without the caller passing it again.
-    root = _ROOTS[protocol.dataset] = root or _ROOTS.get(protocol.dataset)
     if protocol.dataset not in DATASETS:
         raise ProtocolError(f"dataset.name: {DATASETS.unknown(protocol.dataset)}")
     spec = DATASETS.get(protocol.dataset)

@@ -254,36 +254,61 @@ class _AUMetric(Metric):
         both = pred_ok & label_ok
         return pred[both], labels[both]
 
+    def clip_parts(self, pair: ClipPair) -> tuple[np.ndarray, np.ndarray]:
+        """The clip's (predicted occurrence, labels) on its usable frames; MetricError if none."""
+        pred, labels = self.clip_occurrence(pair)
+        if len(pred) == 0:
+            raise MetricError("no frame where both sides have a detection")
+        return pred, labels
+
     def scores(self, pairs: Sequence[ClipPair]) -> dict[str, AUScore]:
         """Per-AU scores over the pooled usable frames of all clips (fills last_detail/notes)."""
-        self.last_detail, self.last_notes = {}, []
         if not pairs:
             raise MetricError("no clips to score")
-        preds, labels, skipped = [], [], {}
+        parts, skipped = self._parts(pairs)
+        result = self.scores_from_parts(parts)
+        self.last_notes = skipped + self.last_notes
+        return result
+
+    def _parts(self, pairs: Sequence[ClipPair]) -> tuple[list, list[str]]:
+        """Parts of the clips that have usable frames, and the note naming those skipped."""
+        parts, skipped = [], {}
         for pair in pairs:
             try:
-                p, y = self.clip_occurrence(pair)
+                parts.append(self.clip_parts(pair))
             except MetricError as exc:
                 skipped[pair.clip_id] = str(exc)
-                continue
-            preds.append(p)
-            labels.append(y)
+        notes = []
         if skipped:
-            self.last_notes.append(f"{len(skipped)} of {len(pairs)} clip(s) skipped: " + "; ".join(
+            notes.append(f"{len(skipped)} of {len(pairs)} clip(s) skipped: " + "; ".join(
                 f"{cid}: {why}" for cid, why in sorted(skipped.items())))
-            log.warning("%s: %s", self.name, self.last_notes[-1])
-        if not preds or sum(len(p) for p in preds) == 0:
-            detail = "; ".join(f"{c}: {w}" for c, w in sorted(skipped.items())) or \
-                "no frame where both sides have a detection"
+            log.warning("%s: %s", self.name, notes[-1])
+        if not parts:
+            detail = "; ".join(f"{c}: {w}" for c, w in sorted(skipped.items()))
             raise MetricError(f"no usable frame in any clip ({detail})")
-        result = au_scores(np.concatenate(preds), np.concatenate(labels))
+        return parts, notes
+
+    def scores_from_parts(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, AUScore]:
+        """Per-AU scores over the pooled frames of these clip parts (fills last_detail/notes)."""
+        self.last_detail, self.last_notes = {}, []
+        if not parts or sum(len(p) for p, _ in parts) == 0:
+            raise MetricError("no usable frame in any clip (no frame where both sides have a detection)")
+        result = au_scores(np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts]))
         self.last_detail = {name: s.as_dict() for name, s in result.items()}
         n = result[AU_NAMES[0]].n
-        self.last_notes.append(f"{n} frame(s) from {len(preds)} clip(s)")
+        self.last_notes.append(f"{n} frame(s) from {len(parts)} clip(s)")
         return result
 
     def set_value(self, pairs: Sequence[ClipPair]) -> float:
-        values = {name: self.value_of(s) for name, s in self.scores(pairs).items()}
+        if not pairs:
+            raise MetricError("no clips to score")
+        parts, skipped = self._parts(pairs)
+        value = self.set_value_from_parts(parts)
+        self.last_notes = skipped + self.last_notes
+        return value
+
+    def set_value_from_parts(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+        values = {name: self.value_of(s) for name, s in self.scores_from_parts(parts).items()}
         choice = self.params["au"]
         if choice != "all":
             if math.isnan(values[choice]):
@@ -299,7 +324,32 @@ class _AUMetric(Metric):
             raise MetricError(f"{self.name} is undefined for every AU")
         return float(np.mean(list(defined.values())))
 
+    def resampled_set_values(self, parts: Sequence[tuple[np.ndarray, np.ndarray]],
+                             indices: np.ndarray) -> np.ndarray:
+        """Set values of bootstrap resamples of clips, from each clip's confusion counts (they
+        add up over pooled frames): the same numbers as `set_value_from_parts` of each resample."""
+        counts = np.stack([[[s.tp, s.fp, s.fn, s.tn] for s in au_scores(p, y).values()]
+                           for p, y in parts]).astype(np.float64)  # clips x AUs x 4
+        mult = np.zeros((len(indices), len(parts)))
+        np.add.at(mult, (np.arange(len(indices))[:, None], indices), 1.0)
+        tp, fp, fn, tn = np.moveaxis(np.einsum("sc,cak->sak", mult, counts), -1, 0)  # each S x AUs
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = self.values_of_counts(tp, fp, fn, tn)
+        choice = self.params["au"]
+        if choice != "all":
+            return values[:, AU_NAMES.index(choice)]
+        out = np.full(len(indices), np.nan)
+        defined = ~np.isnan(values)
+        for s in np.flatnonzero(defined.any(axis=1)):  # the mean over the AUs with a value
+            out[s] = float(np.mean(values[s][defined[s]]))
+        return out
+
     def value_of(self, score: AUScore) -> float:
+        raise NotImplementedError
+
+    def values_of_counts(self, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
+                         tn: np.ndarray) -> np.ndarray:
+        """`value_of` on arrays of counts (NaN where undefined)."""
         raise NotImplementedError
 
 
@@ -312,6 +362,10 @@ class AUF1(_AUMetric):
     def value_of(self, score: AUScore) -> float:
         return score.f1
 
+    def values_of_counts(self, tp, fp, fn, tn):
+        denom = 2 * tp + fp + fn
+        return np.where(denom > 0, 2 * tp / denom, np.nan)
+
 
 @register
 class AUAcc(_AUMetric):
@@ -321,3 +375,7 @@ class AUAcc(_AUMetric):
 
     def value_of(self, score: AUScore) -> float:
         return score.accuracy
+
+    def values_of_counts(self, tp, fp, fn, tn):
+        n = tp + fp + fn + tn
+        return np.where(n > 0, (tp + tn) / n, np.nan)

@@ -266,6 +266,7 @@ class LSEC(_SyncNetMetric):
 class AVOffset(_SyncNetMetric):
     """|AV offset| in frames at the minimum mean distance (0 = in sync; lower is better)."""
     name = "AV-offset"
+    unit = "frames"
     higher_is_better = False
 
     def clip_value(self, pair: ClipPair) -> float:

@@ -1,0 +1,178 @@
+"""One pipeline from a protocol to scored results, shared by `talkbench run`, `score` and `sanity`.
+
+`Session.open` goes from a protocol to its clips (`bench.data.clips.prepare_splits`), the evaluators
+its metrics need (`bench.experts.resolve`: e.g. a SyncNet expert trained on the train split) and
+a scorer; `evaluate` turns predictions (a folder, or in memory) into one result dict; `Session.
+evaluate` does that with the session's scorer and, given a results folder, writes the result and
+the figure data of its row there. The protocol is never modified on the way: what was made for it
+(the evaluators) is passed to the scorer and recorded in each result's provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from core.types import Clip, Prediction
+from bench import figures
+from bench.data.clips import prepare_splits
+from bench.experts import resolve as resolve_evaluators
+from bench.predictions import PredictionError, load_prediction, prediction_hash, validate
+from bench.protocol import MetricSpec, Protocol, load_protocol
+from bench.provenance import environment
+from bench.results import DATA_FILE, FIGURES_DIR, clip_table, write_result
+from bench.scoring import Scorer
+
+
+def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
+                     failures: Optional[dict[str, str]] = None, progress: bool = True, desc: str = "load"
+                     ) -> tuple[dict[str, Prediction], dict[str, str], dict[str, str]]:
+    """(predictions, content keys, failures) of a predictions folder for these clips: a clip whose
+    file is missing, unreadable or malformed is a failure with the reason."""
+    failures = dict(failures or {})
+    predictions: dict[str, Prediction] = {}
+    keys: dict[str, str] = {}
+    for clip_id, clip in tqdm(clips.items(), desc=desc, disable=not progress, leave=False):
+        if clip_id in failures:
+            continue
+        try:
+            predictions[clip_id] = validate(load_prediction(pred_dir, clip, protocol.fps), clip)
+            keys[clip_id] = prediction_hash(pred_dir, clip_id)
+        except PredictionError as exc:
+            failures[clip_id] = str(exc)
+        finally:
+            clip.release_frames()
+    return predictions, keys, failures
+
+
+def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | dict[str, Prediction],
+             keys: Optional[dict[str, str]] = None, provenance: Optional[dict] = None,
+             failures: Optional[dict[str, str]] = None, outputs: Optional[list[str]] = None,
+             timings: Optional[dict] = None, progress: bool = True) -> dict:
+    """Score one row's predictions into a result dict (`bench.results` writes it).
+
+    `predictions`: a folder of `<clip_id>.npz` / `.mp4` (ours or a user's), or clip id ->
+    Prediction with `keys` (clip id -> content key, for the metric cache). `failures`: clips whose
+    prediction failed upstream (with the reason); `outputs`: the fields the method declares (by
+    default, what the predictions hold).
+    """
+    start = time.perf_counter()
+    if isinstance(predictions, (str, Path)):
+        predictions, keys, failures = load_predictions(protocol, scorer.clips, Path(predictions), failures,
+                                                       progress, desc=f"load {row}")
+    else:
+        failures = dict(failures or {})
+        if keys is None or set(keys) != set(predictions):
+            raise ValueError("in-memory predictions need a content key per clip")
+    # Declared outputs for our methods; for external predictions, what the files hold.
+    seen_outputs = outputs or sorted(set().union(*(p.fields() for p in predictions.values())) if predictions else [])
+    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs))
+    timings = {**(timings or {}), "score_s": time.perf_counter() - start}
+    points = sorted({tuple(p.points) for p in predictions.values() if p.landmarks is not None})
+    sources = sorted({scorer.landmark_source(p) for p in predictions.values()})
+    return {
+        "kind": "method",
+        "protocol": protocol.id,
+        "protocol_version": protocol.version,
+        "protocol_hash": protocol.hash,
+        "row": row,
+        "outputs": seen_outputs,
+        "landmark_points": [list(p) for p in points],
+        "landmark_source": sources,
+        "clips": len(scorer.clips),
+        "test_clips": clip_table(scorer.clips.values()),
+        "prediction_failures": dict(sorted(failures.items())),
+        "metrics": {o.spec.label: scorer.aggregate(o) for o in outcomes},
+        "provenance": {**(provenance or {}), "evaluators": evaluator_identities(scorer.evaluators)},
+        "timings": timings,
+    }
+
+
+def evaluator_identities(evaluators: dict[str, dict]) -> dict[str, dict]:
+    """What a result records of each evaluator: everything but its path on this machine."""
+    return {name: {k: v for k, v in ev.items() if k != "path"} for name, ev in sorted(evaluators.items())}
+
+
+@dataclass
+class Session:
+    """A protocol with its clips, its evaluators and a scorer of its test split."""
+
+    protocol: Protocol
+    splits: dict[str, list[Clip]]
+    data: Optional[dict] = None  # a real dataset's preparation manifest (None for synthtalk)
+    device: str = "cpu"
+    evaluators: dict[str, dict] = field(default_factory=dict)
+    progress: bool = True
+    _scorer: Optional[Scorer] = None
+
+    @classmethod
+    def open(cls, protocol: Protocol | str | Path, device: str = "cpu", progress: bool = True,
+             data_root: Optional[Path] = None, workers: int = 1) -> "Session":
+        """Load the protocol's splits (a real dataset is prepared from `data_root` with `workers`
+        processes) and make the evaluators its metrics need (trained when missing)."""
+        protocol = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+        splits, data = prepare_splits(protocol, progress, data_root, workers)
+        if not splits["test"]:
+            raise ValueError(f"protocol {protocol.id}: the test split is empty")
+        evaluators = resolve_evaluators(protocol, splits, device=device, progress=progress)
+        return cls(protocol, splits, data, device, evaluators, progress)
+
+    @property
+    def test(self) -> list[Clip]:
+        return self.splits["test"]
+
+    def scorer(self, clips: Optional[list[Clip]] = None,
+               metrics: Optional[tuple[MetricSpec, ...]] = None) -> Scorer:
+        """The scorer of the test split with the protocol's metrics (built once), or a new one
+        for other clips or another metric list."""
+        if clips is None and metrics is None:
+            if self._scorer is None:
+                self._scorer = Scorer(self.protocol, self.test, self.device, evaluators=self.evaluators)
+            return self._scorer
+        return Scorer(self.protocol, self.test if clips is None else clips, self.device,
+                      evaluators=self.evaluators, metrics=metrics)
+
+    def environment(self) -> dict:
+        return environment(self.device)
+
+    def evaluate(self, row: str, predictions: Path | dict[str, Prediction], *,
+                 out: Optional[Path] = None, clips: Optional[list[Clip]] = None,
+                 metrics: Optional[tuple[MetricSpec, ...]] = None, **kwargs) -> dict:
+        """`evaluate` with this session's scorer (or one for `clips` / `metrics`). With `out`, the
+        result goes to `out/<row>.json` and the row's figure data to `out/figures/`."""
+        scorer = self.scorer(clips, metrics)
+        if isinstance(predictions, (str, Path)):  # loaded here to keep the figure clip's prediction
+            start = time.perf_counter()
+            predictions, kwargs["keys"], kwargs["failures"] = load_predictions(
+                self.protocol, scorer.clips, Path(predictions), kwargs.get("failures"), self.progress,
+                desc=f"load {row}")
+            kwargs["timings"] = {**(kwargs.get("timings") or {}), "load_s": time.perf_counter() - start}
+        result = evaluate(self.protocol, scorer, row, predictions, progress=self.progress, **kwargs)
+        if out is not None:
+            write_result(out / f"{row}.json", result)
+            clip = figures.figure_clip(self.test)
+            figures.save_row(out / FIGURES_DIR, row, clip, predictions.get(clip.id))
+        return result
+
+    def write_common(self, out: Path) -> None:
+        """What every row of the results folder shares: the data manifest and the figure clip."""
+        out.mkdir(parents=True, exist_ok=True)
+        write_data_manifest(out, self.data)
+        figures.save_reference(out / FIGURES_DIR, figures.figure_clip(self.test))
+
+
+def write_data_manifest(out: Path, data: Optional[dict]) -> None:
+    """Record which dataset items were prepared and which failed (and why) beside the results."""
+    if data is None:
+        (out / DATA_FILE).unlink(missing_ok=True)
+        return
+    keep = ("kind", "protocol", "protocol_hash", "dataset", "root", "manifest", "pipeline_version",
+            "items", "ok", "failed")
+    body = {k: data[k] for k in keep if k in data}
+    body["details"] = {i: e["detail"] for i, e in sorted(data.get("entries", {}).items())
+                       if e["status"] != "ok"}
+    write_result(out / DATA_FILE, body)

@@ -1,0 +1,154 @@
+"""Result files: the one module that writes and reads them.
+
+A protocol's results folder (`results/<protocol>/` by default) holds
+
+* `<row>.json`, one per method row (`kind: method`): aggregates, per-clip values, failures and
+  provenance, plus everything the report needs to print them — each metric's label, name,
+  direction (`higher_is_better`), unit and level (clip or set), and the test clips' speaker,
+  emotion and intensity (`test_clips`);
+* `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
+  data_preparation`, real datasets only) and `sanity.json` (`kind: sanity`);
+* `figures/`: the small arrays the report's figures are drawn from (`bench.figures`), saved by the
+  run while it had the clips, and the PNGs drawn from them.
+
+Every file carries `schema_version`. A file without it, or with another version, was written by
+another talkbench: `read_result` refuses it and says to rerun, rather than guessing at its layout.
+`to_frame` turns a folder into a tidy pandas DataFrame (one row per method row x clip x metric).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from core.io import write_json
+from core.paths import repo_root
+
+SCHEMA_VERSION = 2
+DETECTOR_FLOOR = "_detector_floor"  # file stem of the detector-noise floor
+DATA_FILE = "_data_preparation.json"
+SANITY_FILE = "sanity.json"
+FIGURES_DIR = "figures"
+GROUPS = ("speaker", "emotion")  # the breakdowns every result supports
+FRAME_COLUMNS = ["row", "clip", "metric", "value", "speaker", "emotion", "intensity"]
+
+
+class ResultSchemaError(ValueError):
+    """A result file this talkbench cannot read (no or another schema version)."""
+
+
+def results_dir(protocol, root: Optional[Path] = None) -> Path:
+    """`<root>/<protocol id>`; root defaults to the repository's `results/`."""
+    return (Path(root) if root else repo_root() / "results") / protocol.id
+
+
+def write_result(path: Path, result: dict) -> Path:
+    """Write one result file, stamped with the schema version."""
+    write_json(Path(path), {**result, "schema_version": SCHEMA_VERSION})
+    return Path(path)
+
+
+def read_result(path: Path) -> dict:
+    """One result file; ResultSchemaError if it was written under another schema."""
+    data = json.loads(Path(path).read_text())
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        what = "no schema_version" if version is None else f"schema_version {version}"
+        protocol = data.get("protocol", "<protocol>")
+        raise ResultSchemaError(
+            f"{path} has {what}; this talkbench reads schema_version {SCHEMA_VERSION}. It was "
+            f"written by another talkbench version: rerun `talkbench run {protocol}` (or `talkbench "
+            f"score` for external predictions) to rewrite it")
+    return data
+
+
+@dataclass
+class Results:
+    """Everything in one results folder."""
+
+    folder: Path
+    methods: list[dict] = field(default_factory=list)
+    floor: Optional[dict] = None
+    sanity: Optional[dict] = None
+    data: Optional[dict] = None
+
+    def clips(self) -> dict[str, dict]:
+        """clip id -> {speaker, emotion, intensity} over every method result."""
+        out: dict[str, dict] = {}
+        for result in self.methods:
+            out.update(result.get("test_clips", {}))
+        return dict(sorted(out.items()))
+
+    def metric_info(self) -> dict[str, dict]:
+        """label -> {label, name, higher_is_better, unit, level} as the results recorded it."""
+        out: dict[str, dict] = {}
+        for result in self.methods:
+            for label, entry in result["metrics"].items():
+                info = out.setdefault(label, {"label": label})
+                for key in ("name", "higher_is_better", "unit", "level"):
+                    if entry.get(key) is not None and info.get(key) is None:
+                        info[key] = entry[key]
+        return out
+
+
+def read_results(folder: Path) -> Results:
+    """Every result file of a results folder (an empty Results if it has none)."""
+    folder = Path(folder)
+    out = Results(folder)
+    for path in sorted(folder.glob("*.json")):
+        data = read_result(path)
+        kind = data.get("kind")
+        if kind == "method":
+            out.methods.append(data)
+        elif kind == "detector_floor":
+            out.floor = data
+        elif kind == "sanity":
+            out.sanity = data
+        elif kind == "data_preparation":
+            out.data = data
+    return out
+
+
+def clip_table(clips) -> dict[str, dict]:
+    """The per-clip metadata every result stores: clip id -> speaker, emotion, intensity."""
+    return {c.id: {"speaker": c.speaker, "emotion": c.emotion, "intensity": int(c.intensity)}
+            for c in sorted(clips, key=lambda c: c.id)}
+
+
+def describe_metric(name: str, label: str, params: dict[str, Any]) -> dict:
+    """{label, name, higher_is_better, unit, level} of a protocol metric, from its class.
+
+    The scorer stamps this into every result (it is known even when the metric cannot be built
+    here, e.g. weights missing); a report reads it back from the results and calls this only for a
+    protocol's metrics that no result holds yet.
+    """
+    from metrics import METRICS
+
+    cls = METRICS[name] if name in METRICS else None
+    return {"label": label, "name": name,
+            "higher_is_better": getattr(cls, "higher_is_better", None),
+            "unit": cls.unit_of(params) if cls else None,
+            "level": getattr(cls, "level", None)}
+
+
+def to_frame(source: Path | Results) -> pd.DataFrame:
+    """Per-clip values of every method row as a tidy DataFrame.
+
+    Columns: row, clip, metric (the protocol's label), value, speaker, emotion, intensity. Only
+    clips that got a value appear (failures are in the results, not here); set-level metrics have
+    no per-clip value and appear in their results' `groups` instead.
+    """
+    results = source if isinstance(source, Results) else read_results(Path(source))
+    records = []
+    for result in results.methods:
+        meta = result.get("test_clips", {})
+        for label, entry in result["metrics"].items():
+            for clip, value in entry.get("per_clip", {}).items():
+                m = meta.get(clip, {})
+                records.append((result["row"], clip, label, value, m.get("speaker"), m.get("emotion"),
+                                m.get("intensity")))
+    return pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)
