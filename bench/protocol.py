@@ -278,10 +278,16 @@ def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
     landmarks_from = raw.get("landmarks_from", "auto")
     if landmarks_from not in ("auto", "predicted", "detected"):
         raise ProtocolError(f"landmarks_from: {landmarks_from!r} is not one of auto, predicted, detected")
-    boot = {"samples": 1000, "seed": 0, "confidence": 0.95, **(raw.get("bootstrap") or {})}
+    # set_samples: resamples of a set-level metric (FID, AU-F1), whose value is recomputed per
+    # resample (FID over more than 2048 frames costs seconds each on a CPU), per group too.
+    boot = {"samples": 1000, "set_samples": 200, "seed": 0, "confidence": 0.95,
+            **(raw.get("bootstrap") or {})}
     for key in boot:
-        if key not in ("samples", "seed", "confidence"):
+        if key not in ("samples", "set_samples", "seed", "confidence"):
             raise ProtocolError(f"bootstrap.{key}: unknown key")
+    for key in ("samples", "set_samples"):
+        if isinstance(boot[key], bool) or not isinstance(boot[key], int) or boot[key] < 1:
+            raise ProtocolError(f"bootstrap.{key}: expected a positive whole number, got {boot[key]!r}")
     refs = raw.get("reference_results", []) or []
     if not isinstance(refs, list):
         raise ProtocolError("reference_results must be a list")

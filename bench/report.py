@@ -400,7 +400,9 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += ["", "## Mean, 95% bootstrap CI, clips scored and failures", "",
               f"Percentile bootstrap over clips, {protocol.bootstrap['samples']} resamples, seed "
               f"{protocol.bootstrap['seed']}. N is the clips that contributed a value; for set-level "
-              "metrics the value is computed over those clips and the CI from resampling them.", ""]
+              f"metrics the value is computed over those clips and the CI from "
+              f"{protocol.bootstrap['set_samples']} resamples of them (the value recomputed each "
+              f"time).", ""]
     lines += ci_table(protocol, rows)
     lines += breakdown_lines(protocol, results, rows, info)
     lines += ["", "## Detector-noise floor", ""] + floor_lines(results.floor)

@@ -257,7 +257,7 @@ class Scorer:
         finally:
             outcome.notes.extend(getattr(metric, "last_notes", []))  # e.g. FID below 2048 frames
         outcome.set_ci, used = self.set_interval(metric, [outcome.parts[c] for c in ids])
-        samples = self.protocol.bootstrap["samples"]
+        samples = self.protocol.bootstrap["set_samples"]
         if used < samples:
             outcome.notes.append(f"bootstrap CI from the {used} of {samples} resamples of clips "
                                  f"that have a value")
@@ -281,7 +281,7 @@ class Scorer:
         settings, the set value recomputed from the clips' parts) and how many resamples had a
         value."""
         boot = self.protocol.bootstrap
-        indices = bootstrap_indices(len(parts), boot["samples"], boot["seed"])
+        indices = bootstrap_indices(len(parts), boot["set_samples"], boot["seed"])
         values = np.asarray(metric.resampled_set_values(parts, indices), dtype=np.float64)
         used = int((~np.isnan(values)).sum())
         lo, hi = percentile_interval(values, boot["confidence"])
