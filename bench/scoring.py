@@ -109,10 +109,26 @@ class Scorer:
         return self.detect(clip.frames, "reference:" + clip_hash(clip))
 
     def landmark_source(self, pred: Prediction) -> str:
+        return self.source_for(pred.fields())
+
+    def source_for(self, fields: set[str]) -> str:
+        """Where the landmarks of a prediction holding `fields` come from: "predicted" (its own) or
+        "detected" (the protocol's detector on its frames). The one place the rule is written."""
         mode = self.protocol.landmarks_from
         if mode == "auto":
-            return "predicted" if pred.landmarks is not None else "detected"
+            return "predicted" if "landmarks" in fields else "detected"
         return mode
+
+    def scored_fields(self, fields: set[str], reference_frames: bool = True) -> set[str]:
+        """The fields a metric can read from a prediction holding `fields`: detected landmarks need
+        its frames and the reference's; under "detected" its own landmarks are not used."""
+        out = set(fields)
+        if self.source_for(fields) == "detected":
+            if "frames" in fields and reference_frames:
+                out.add("landmarks")
+            else:
+                out.discard("landmarks")
+        return out
 
     def pair(self, clip: Clip, pred: Prediction, pred_key: str) -> ClipPair:
         ref: dict[str, np.ndarray] = {"landmarks": clip.landmarks}
@@ -148,11 +164,7 @@ class Scorer:
     # -- metrics --------------------------------------------------------------------------------
     def applicable(self, metric: Metric, outputs: set[str]) -> Optional[str]:
         """Why a metric does not apply to a method with these outputs (None if it does)."""
-        have = set(outputs)
-        if "frames" in have and self.protocol.landmarks_from != "predicted":
-            have.add("landmarks")  # the detector finds them on the frames
-        if self.protocol.landmarks_from == "detected" and "frames" not in outputs:
-            have.discard("landmarks")
+        have = self.scored_fields(set(outputs))
         missing = [f for f in metric.needs if f not in have]
         return f"the method outputs no {', '.join(missing)}" if missing else None
 
@@ -186,7 +198,8 @@ class Scorer:
                 metric = outcome.metric
                 if metric is None or outcome.not_applicable:
                     continue
-                missing = [f for f in metric.needs if f not in _available_fields(pred, clip, self)]
+                have = self.scored_fields(pred.fields(), clip.has_frames)
+                missing = [f for f in metric.needs if f not in have]
                 if missing:
                     outcome.failures[clip_id] = f"prediction has no {', '.join(missing)}"
                     continue
@@ -327,13 +340,3 @@ class Scorer:
             entry.update({"clips": sorted(outcome.parts), "set_failure": outcome.set_failure,
                           "groups": outcome.groups})
         return entry
-
-
-def _available_fields(pred: Prediction, clip: Clip, scorer: Scorer) -> set[str]:
-    fields = pred.fields()
-    if "landmarks" not in fields and "frames" in fields and clip.has_frames \
-            and scorer.landmark_source(pred) == "detected":
-        fields.add("landmarks")
-    if scorer.landmark_source(pred) == "detected" and "frames" not in fields:
-        fields.discard("landmarks")
-    return fields
