@@ -26,7 +26,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from bench.pipeline import Session
     from bench.protocol import load_protocol
     from bench.report import write_report
-    from bench.results import results_dir
+    from bench.results import portable_path, results_dir
 
     protocol = load_protocol(args.protocol)
     pred_dir = Path(args.predictions)
@@ -36,7 +36,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                            args.workers)
     out = results_dir(protocol, Path(args.results) if args.results else None)
     session.write_common(out)
-    provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
+    provenance = {"source": "external predictions", "predictions_dir": portable_path(pred_dir),
                   **session.environment()}
     result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance)
     write_report(protocol, out)

@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.figures import make_figures
 from bench.protocol import Protocol, load_protocol, reference_columns
-from bench.results import FIGURES_DIR, GROUPS, Results, describe_metric, read_results, to_frame
+from bench.results import FIGURES_DIR, GROUPS, Results, describe_metric, portable, read_results, to_frame
 from bench.sanity import report_lines as sanity_lines
 from bench.stats import bootstrap_ci
 from bench.tables import markdown_table
@@ -420,7 +420,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += sanity_lines(results.sanity)
     lines += ["", "## Provenance", ""] + provenance_lines(rows)
     path = out / "README.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    path.write_text(portable("\n".join(lines).rstrip() + "\n"))  # no machine paths (older results)
     return path
 
 

@@ -11,6 +11,11 @@ A protocol's results folder (`results/<protocol>/` by default) holds
 * `figures/`: the small arrays the report's figures are drawn from (`bench.figures`), saved by the
   run while it had the clips, and the PNGs drawn from them.
 
+No machine paths: `write_result` passes every string through `portable`, which rewrites an
+absolute path under `$TALKBENCH_HOME` to `$TALKBENCH_HOME/...`, under the repository to a path
+relative to it and under the user's home to `~/...` (the report applies it to its text too), so a
+committed results folder names files, sha256s and relative paths, never this machine's layout.
+
 Every file carries `schema_version`. A file without it, or with another version, was written by
 another talkbench: `read_result` refuses it and says to rerun, rather than guessing at its layout.
 `to_frame` turns a folder into a tidy pandas DataFrame (one row per method row x clip x metric).
@@ -19,6 +24,8 @@ another talkbench: `read_result` refuses it and says to rerun, rather than guess
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +33,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from core.io import write_json
-from core.paths import repo_root
+from core.paths import repo_root, talkbench_home
 
 SCHEMA_VERSION = 2
 DETECTOR_FLOOR = "_detector_floor"  # file stem of the detector-noise floor
@@ -46,9 +53,49 @@ def results_dir(protocol, root: Optional[Path] = None) -> Path:
     return (Path(root) if root else repo_root() / "results") / protocol.id
 
 
+def _prefixes() -> list[tuple[str, str]]:
+    """(absolute prefix, portable replacement), longest prefix first; each folder both as given and
+    resolved (symlinks, e.g. /tmp -> /private/tmp)."""
+    pairs: dict[str, str] = {}
+    for folder, name in ((Path.home(), "~"), (repo_root(), "."), (talkbench_home(), "$TALKBENCH_HOME")):
+        for variant in {os.path.abspath(folder), str(Path(folder).resolve())}:
+            if variant.strip("/"):  # never rewrite "/" itself
+                pairs[variant.rstrip("/")] = name
+    return sorted(pairs.items(), key=lambda p: -len(p[0]))
+
+
+def portable(value: Any, prefixes: Optional[list[tuple[str, str]]] = None) -> Any:
+    """`value` (a string, or lists / dicts of them, keys included) with every absolute path under
+    $TALKBENCH_HOME written `$TALKBENCH_HOME/...`, under the repository relative to it (`results/x`,
+    the repository itself `.`) and under the home folder `~/...`. Other values pass unchanged."""
+    prefixes = _prefixes() if prefixes is None else prefixes
+    if isinstance(value, str):
+        for prefix, name in prefixes:
+            if prefix not in value:
+                continue
+            pattern = re.escape(prefix) + r"(?:(/)|(?![\w.-]))"
+            if name == ".":  # repo-relative: `<repo>/x` -> `x`, `<repo>` -> `.`
+                value = re.sub(pattern, lambda m: "" if m.group(1) else ".", value)
+            else:
+                value = re.sub(pattern, lambda m: name + (m.group(1) or ""), value)
+        return value
+    if isinstance(value, dict):
+        return {portable(k, prefixes): portable(v, prefixes) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, prefixes) for v in value]
+    return value
+
+
+def portable_path(path: Path | str) -> str:
+    """One path as `portable` writes it; a path outside $TALKBENCH_HOME, the repository and the home
+    folder (a dataset root, a folder of external predictions) is reduced to `.../<its name>`."""
+    text = portable(os.path.abspath(path))
+    return f".../{Path(text).name}" if os.path.isabs(text) else text
+
+
 def write_result(path: Path, result: dict) -> Path:
-    """Write one result file, stamped with the schema version."""
-    write_json(Path(path), {**result, "schema_version": SCHEMA_VERSION})
+    """Write one result file, stamped with the schema version, its paths made `portable`."""
+    write_json(Path(path), portable({**result, "schema_version": SCHEMA_VERSION}))
     return Path(path)
 
 
