@@ -14,12 +14,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
-    out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, preset=args.preset,
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, seeds=seeds, preset=args.preset,
               out_root=Path(args.results) if args.results else None, progress=not args.quiet,
               ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
               data_root=Path(args.root) if args.root else None, workers=args.workers)
     print(f"results and report: {out / 'README.md'}")
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -112,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated method names (default: the protocol's list)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: train each learned method once per "
+                                   "seed and report the spread (the main row is the first seed)")
     p.add_argument("--preset", help="config preset for every method (tiny or paper)")
     p.add_argument("--ablations", action="store_true", help="add each method's ablation variants as rows")
     p.add_argument("--checkpoint", help="load this checkpoint instead of training (one method)")

@@ -6,6 +6,10 @@ A protocol's results folder (`results/<protocol>/` by default) holds
   provenance, plus everything the report needs to print them — each metric's label, name,
   direction (`higher_is_better`), unit and level (clip or set), and the test clips' speaker,
   emotion and intensity (`test_clips`);
+* `<row>.seeds.json` (`kind: seeds`), for a learned row run with `talkbench run --seeds 0,1,2`:
+  the row's metric values for every seed (`seeds_result`; `<row>.json` holds the first seed's full
+  result), which `seed_spread` summarises and the report's "Seed variance" section prints. It may
+  come from another run than `<row>.json`: it records its own provenance;
 * `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
   data_preparation`, real datasets only) and `sanity.json` (`kind: sanity`);
 * `figures/`: the small arrays the report's figures are drawn from (`bench.figures`), saved by the
@@ -39,6 +43,7 @@ SCHEMA_VERSION = 2
 DETECTOR_FLOOR = "_detector_floor"  # file stem of the detector-noise floor
 DATA_FILE = "_data_preparation.json"
 SANITY_FILE = "sanity.json"
+SEEDS_SUFFIX = ".seeds.json"  # <row>.seeds.json: a learned row's metric values per training seed
 FIGURES_DIR = "figures"
 GROUPS = ("speaker", "emotion")  # the breakdowns every result supports
 FRAME_COLUMNS = ["row", "clip", "metric", "value", "speaker", "emotion", "intensity"]
@@ -122,6 +127,7 @@ class Results:
     floor: Optional[dict] = None
     sanity: Optional[dict] = None
     data: Optional[dict] = None
+    seeds: dict[str, dict] = field(default_factory=dict)  # row -> its `kind: seeds` file
 
     def clips(self) -> dict[str, dict]:
         """clip id -> {speaker, emotion, intensity} over every method result."""
@@ -157,6 +163,51 @@ def read_results(folder: Path) -> Results:
             out.sanity = data
         elif kind == "data_preparation":
             out.data = data
+        elif kind == "seeds":
+            out.seeds[data["row"]] = data
+    return out
+
+
+def seeds_result(row: str, per_seed: dict[int, dict], provenance: dict) -> dict:
+    """The `kind: seeds` file of one row: for each metric, its value (None if it had none) under
+    every seed, from the row's result dict per seed; each seed's checkpoint sha256 and config."""
+    first = next(iter(per_seed.values()))
+    metrics = {}
+    for label, entry in first["metrics"].items():
+        metrics[label] = {"higher_is_better": entry.get("higher_is_better"),
+                          "values": {str(s): r["metrics"].get(label, {}).get("value")
+                                     for s, r in per_seed.items()}}
+    return {
+        "kind": "seeds",
+        "protocol": first["protocol"],
+        "protocol_hash": first["protocol_hash"],
+        "row": row,
+        "seeds": [int(s) for s in per_seed],
+        "metrics": metrics,
+        "runs": {str(s): {k: r["provenance"].get(k) for k in ("config_hash", "checkpoint_sha256", "preset")}
+                 for s, r in per_seed.items()},
+        "provenance": provenance,
+    }
+
+
+def seed_spread(results: "Results") -> dict[str, dict[str, dict]]:
+    """row -> metric label -> {mean, std, min, max, range, n, values} over the seeds a `kind: seeds`
+    file recorded (std: sample standard deviation, 0 for one seed; metrics without a value under
+    some seed use the seeds that have one, and are left out if none has)."""
+    import math
+
+    out: dict[str, dict[str, dict]] = {}
+    for row, data in sorted(results.seeds.items()):
+        for label, entry in data["metrics"].items():
+            values = [float(v) for v in entry["values"].values()
+                      if v is not None and math.isfinite(float(v))]
+            if not values:
+                continue
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            out.setdefault(row, {})[label] = {
+                "mean": mean, "std": std, "min": min(values), "max": max(values),
+                "range": max(values) - min(values), "n": len(values), "values": entry["values"]}
     return out
 
 
