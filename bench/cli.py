@@ -172,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_perf)
 
-    from bench import au_thresholds, calibrate, experts, sanity, weights_cli
+    from bench import au_thresholds, calibrate, experts, reproduce, sanity, weights_cli
 
-    for module in (weights_cli, calibrate, au_thresholds, experts, sanity):
+    for module in (weights_cli, calibrate, au_thresholds, experts, sanity, reproduce):
         module.add_cli(sub)
     return parser
 

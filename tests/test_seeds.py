@@ -70,3 +70,44 @@ def test_results_name_no_machine_path(seeded, talkbench_home):
             assert needle not in text, f"{path.name} names {needle}"
     lpips = json.loads((out / "static.json").read_text())["metrics"]["LPIPS"]["unavailable"]
     assert lpips.startswith("$TALKBENCH_HOME/weights/")
+
+
+def test_reproduce_from_a_clean_cache_passes(seeded, tmp_path, capsys):
+    """The committed folder recomputed with an empty $TALKBENCH_HOME: the row without training is
+    bit for bit the same, the learned one within its seed spread."""
+    from bench.cli import main
+
+    path, out = seeded
+    home = os.environ["TALKBENCH_HOME"]
+    assert main(["reproduce", str(path), "--results", str(out.parent), "--fresh-home", "--quiet"]) == 0
+    assert os.environ["TALKBENCH_HOME"] == home  # restored
+    printed = capsys.readouterr().out
+    assert "reproduced: every value passes" in printed
+
+
+def test_reproduce_prints_every_difference(seeded, tmp_path):
+    from bench.reproduce import compare, report_lines
+
+    _, out = seeded
+    committed = tmp_path / out.name
+    shutil.copytree(out, committed)
+
+    def edit(name, change):
+        data = json.loads((committed / name).read_text())
+        change(data)
+        (committed / name).write_text(json.dumps(data))
+
+    base = json.loads((out / "mean_motion.json").read_text())["metrics"]
+    edit("static.json", lambda d: d["metrics"]["M-LD"].update(value=d["metrics"]["M-LD"]["value"] + 1e-3))
+    edit("mean_motion.seeds.json", lambda d: d["metrics"]["M-LD"]["values"].update(
+        {"1": base["M-LD"]["value"] + 0.01}))  # a seed range of 0.01 on M-LD, 0 on LMD
+    edit("mean_motion.json", lambda d: (d["metrics"]["M-LD"].update(value=base["M-LD"]["value"] + 0.005),
+                                        d["metrics"]["LMD"].update(value=base["LMD"]["value"] + 0.5)))
+    found = {(d.row, d.metric): d for d in compare(committed, out)}
+    assert set(found) == {("static", "M-LD"), ("mean_motion", "M-LD"), ("mean_motion", "LMD")}
+    assert not found["static", "M-LD"].passed and "must be equal" in found["static", "M-LD"].why
+    assert found["mean_motion", "M-LD"].passed and found["mean_motion", "M-LD"].allowed == pytest.approx(0.01)
+    assert not found["mean_motion", "LMD"].passed
+    text = "\n".join(report_lines(list(found.values())))
+    assert text.count("FAIL") == 2 and text.count("pass") == 1
+    assert compare(out, out) == []
