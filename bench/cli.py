@@ -15,6 +15,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
     seeds = parse_seeds(args.seeds) if args.seeds else None
+    if seeds is not None and args.seed != 0:
+        raise ValueError("give either --seed or --seeds (whose first seed is the main row's)")
     out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, seeds=seeds, preset=args.preset,
               out_root=Path(args.results) if args.results else None, progress=not args.quiet,
               ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
