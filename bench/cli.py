@@ -14,7 +14,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run
 
     methods = [m for m in args.methods.split(",") if m] if args.methods else None
-    out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, preset=args.preset,
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    if seeds is not None and args.seed != 0:
+        raise ValueError("give either --seed or --seeds (whose first seed is the main row's)")
+    out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, seeds=seeds, preset=args.preset,
               out_root=Path(args.results) if args.results else None, progress=not args.quiet,
               ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
               data_root=Path(args.root) if args.root else None, workers=args.workers)
@@ -22,11 +25,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from bench.pipeline import Session
     from bench.protocol import load_protocol
     from bench.report import write_report
-    from bench.results import results_dir
+    from bench.results import portable_path, results_dir
 
     protocol = load_protocol(args.protocol)
     pred_dir = Path(args.predictions)
@@ -36,7 +46,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
                            args.workers)
     out = results_dir(protocol, Path(args.results) if args.results else None)
     session.write_common(out)
-    provenance = {"source": "external predictions", "predictions_dir": str(pred_dir.resolve()),
+    provenance = {"source": "external predictions", "predictions_dir": portable_path(pred_dir),
                   **session.environment()}
     result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance)
     write_report(protocol, out)
@@ -112,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help="comma-separated method names (default: the protocol's list)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: train each learned method once per "
+                                   "seed and report the spread (the main row is the first seed)")
     p.add_argument("--preset", help="config preset for every method (tiny or paper)")
     p.add_argument("--ablations", action="store_true", help="add each method's ablation variants as rows")
     p.add_argument("--checkpoint", help="load this checkpoint instead of training (one method)")
@@ -162,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_perf)
 
-    from bench import au_thresholds, calibrate, experts, sanity, weights_cli
+    from bench import au_thresholds, calibrate, experts, reproduce, sanity, weights_cli
 
-    for module in (weights_cli, calibrate, au_thresholds, experts, sanity):
+    for module in (weights_cli, calibrate, au_thresholds, experts, sanity, reproduce):
         module.add_cli(sub)
     return parser
 

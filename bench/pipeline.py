@@ -24,7 +24,7 @@ from bench.experts import resolve as resolve_evaluators
 from bench.predictions import PredictionError, load_prediction, prediction_hash, validate
 from bench.protocol import MetricSpec, Protocol, load_protocol
 from bench.provenance import environment
-from bench.results import DATA_FILE, FIGURES_DIR, clip_table, write_result
+from bench.results import DATA_FILE, FIGURES_DIR, clip_table, portable_path, write_result
 from bench.scoring import Scorer
 
 
@@ -173,6 +173,9 @@ def write_data_manifest(out: Path, data: Optional[dict]) -> None:
     keep = ("kind", "protocol", "protocol_hash", "dataset", "root", "manifest", "pipeline_version",
             "items", "ok", "failed")
     body = {k: data[k] for k in keep if k in data}
+    for key in ("root", "manifest"):  # no machine paths in results (bench.results.portable)
+        if body.get(key):
+            body[key] = portable_path(body[key])
     body["details"] = {i: e["detail"] for i, e in sorted(data.get("entries", {}).items())
                        if e["status"] != "ok"}
     write_result(out / DATA_FILE, body)

@@ -2,7 +2,7 @@
 
 Layout follows the papers: one table with an arrow per metric, the best value in bold and the
 second underlined, the paper's reported rows beside ours, then confidence intervals, breakdowns by
-speaker and by emotion, failures, unavailable metrics, the detector-noise floor, figures and
+speaker and by emotion, the spread across training seeds (rankings within it marked ≈), failures, unavailable metrics, the detector-noise floor, figures and
 provenance. Nothing here loads a dataset, a prediction or a metric network: directions, units and
 per-clip metadata come from the result files, figures from the arrays the run saved beside them.
 Every table is laid out by `tabulate` (`bench.tables`).
@@ -18,7 +18,8 @@ import numpy as np
 
 from bench.figures import make_figures
 from bench.protocol import Protocol, load_protocol, reference_columns
-from bench.results import FIGURES_DIR, GROUPS, Results, describe_metric, read_results, to_frame
+from bench.results import (FIGURES_DIR, GROUPS, Results, describe_metric, portable, read_results, seed_spread,
+                           to_frame)
 from bench.sanity import report_lines as sanity_lines
 from bench.stats import bootstrap_ci
 from bench.tables import markdown_table
@@ -86,7 +87,36 @@ def _arrow(info: dict) -> str:
     return {True: " ↑", False: " ↓"}.get(info.get("higher_is_better"), "")
 
 
-def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
+SPREAD_MARK = " ≈"
+
+
+def within_spread(rows: list[dict], spread: dict[str, dict[str, dict]]) -> dict[str, list[tuple]]:
+    """label -> [(row a, row b, |a - b|, seed range)] for every pair of rows whose values on that
+    metric differ by no more than the larger range (max - min over seeds) of the two rows: their
+    order could flip with another training seed. A row without a seed record counts as range 0;
+    pairs where neither row has one are not compared."""
+    out: dict[str, list[tuple]] = {}
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            for label in set(a["metrics"]) & set(b["metrics"]):
+                ra, rb = spread.get(a["row"], {}).get(label), spread.get(b["row"], {}).get(label)
+                va, vb = a["metrics"][label].get("value"), b["metrics"][label].get("value")
+                if (ra is None and rb is None) or va is None or vb is None:
+                    continue
+                if not (math.isfinite(va) and math.isfinite(vb)):
+                    continue
+                width = max((r["range"] for r in (ra, rb) if r is not None), default=0.0)
+                if abs(va - vb) <= width:
+                    out.setdefault(label, []).append((a["row"], b["row"], abs(va - vb), width))
+    return out
+
+
+def _spread_marked(pairs: dict[str, list[tuple]]) -> set[tuple[str, str]]:
+    return {(row, label) for label, found in pairs.items() for a, b, *_ in found for row in (a, b)}
+
+
+def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict],
+               marked: frozenset = frozenset()) -> list[str]:
     labels = [m.label for m in protocol.metrics]
     head = ["Method", "Landmarks"] + [f"{l}{_arrow(info[l])}" for l in labels]
     marks = {l: rank_marks({r["row"]: r["metrics"].get(l, {}).get("value") for r in rows},
@@ -101,7 +131,8 @@ def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> l
             elif m.get("not_applicable"):
                 cells.append("n/a")
             else:
-                cells.append(_styled(fmt(m.get("value")), marks[label].get(row["row"])))
+                cells.append(_styled(fmt(m.get("value")), marks[label].get(row["row"]))
+                             + (SPREAD_MARK if (row["row"], label) in marked else ""))
         body.append(cells)
     return markdown_table(head, body)
 
@@ -122,7 +153,7 @@ def _ci_cell(value, lo, hi, n) -> str:
     return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}] · N={n}"
 
 
-def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
+def ci_table(protocol: Protocol, rows: list[dict], marked: frozenset = frozenset()) -> list[str]:
     labels = [m.label for m in protocol.metrics]
     body = []
     for row in rows:
@@ -133,9 +164,61 @@ def ci_table(protocol: Protocol, rows: list[dict]) -> list[str]:
                 cells.append("unavailable" if m.get("unavailable") else "n/a")
                 continue
             lo, hi = m.get("ci", [None, None])
-            cells.append(f"{_ci_cell(m.get('value'), lo, hi, m.get('n', 0))}, failed {m.get('failures', 0)}")
+            cells.append(f"{_ci_cell(m.get('value'), lo, hi, m.get('n', 0))}, failed {m.get('failures', 0)}"
+                         + (SPREAD_MARK if (row["row"], label) in marked else ""))
         body.append(cells)
     return markdown_table(["Method"] + labels, body)
+
+
+def seed_lines(protocol: Protocol, results: Results, rows: list[dict], info: dict[str, dict],
+               spread: dict[str, dict[str, dict]], pairs: dict[str, list[tuple]]) -> list[str]:
+    """The "Seed variance" section: per learned row and metric, mean ± std [min, max] over the
+    training seeds of its `<row>.seeds.json`, and the rankings within that spread."""
+    lines = ["", "## Seed variance of the learned methods", ""]
+    learned = [r["row"] for r in rows if r["provenance"].get("checkpoint_sha256")]
+    missing = [r for r in learned if r not in spread]
+    if not spread:
+        if not learned:
+            return lines + ["No learned method in these results."]
+        return lines + [f"Not measured for {', '.join(learned)}: `talkbench run {protocol.id} --seeds 0,1,2` "
+                        "trains each learned method once per seed and records every seed's values."]
+    labels = [m.label for m in protocol.metrics if any(m.label in spread[r] for r in spread)]
+    body = []
+    for row in [r["row"] for r in rows if r["row"] in spread] + sorted(set(spread) - {r["row"] for r in rows}):
+        seeds = results.seeds[row]["seeds"]
+        cells = [row, ",".join(map(str, seeds))]
+        for label in labels:
+            e = spread[row].get(label)
+            cells.append("—" if e is None else f"{fmt(e['mean'])} ± {fmt(e['std'])} [{fmt(e['min'])}, {fmt(e['max'])}]")
+        body.append(cells)
+    commits = sorted({(results.seeds[r]["provenance"].get("git", {}).get("commit") or "unknown")[:10] for r in spread})
+    lines += [f"Each learned method trained, predicted and scored once per seed (`talkbench run {protocol.id} "
+              f"--seeds ...`, commit {', '.join(commits)}; this may be another run than the tables above, "
+              "whose learned rows show the first seed). Per metric: mean ± sample standard deviation over "
+              "seeds [min, max]. The clip-bootstrap CIs above measure the test clips' sampling; this "
+              "measures training.", ""]
+    lines += markdown_table(["Method", "Seeds"] + [f"{l}{_arrow(info.get(l, {}))}" for l in labels], body)
+    for r in rows:  # the main row should be one of the seeds' runs
+        record = results.seeds.get(r["row"])
+        seed = str(r["provenance"].get("seed"))
+        if record is None:
+            continue
+        differ = [l for l, e in record["metrics"].items()
+                  if seed in e["values"] and e["values"][seed] != r["metrics"].get(l, {}).get("value")]
+        if seed not in map(str, record["seeds"]):
+            lines += ["", f"Note: the **{r['row']}** row above is seed {seed}, not among these seeds."]
+        elif differ:
+            lines += ["", f"Note: the **{r['row']}** row above (seed {seed}) differs from the seeds run's "
+                          f"seed {seed} on {', '.join(differ)}: they were made by different code or data."]
+    if missing:
+        lines += ["", f"No seed record for {', '.join(missing)}."]
+    lines += ["", "≈ in the tables above: the two rows' difference on that metric is within the seed range "
+                  "(max − min over seeds) of one of them, so their ranking could change with another "
+                  "training seed. Rows with nothing to learn count as range 0."]
+    found = [(label, p) for label in [m.label for m in protocol.metrics] for p in pairs.get(label, [])]
+    lines += [""] + ([f"- {label}: {a} ≈ {b} (differ by {fmt(d, 4)}, seed range {fmt(w, 4)})"
+                      for label, (a, b, d, w) in found] or ["No ranking is within the seed spread."])
+    return lines
 
 
 def breakdown(protocol: Protocol, results: Results, by: str) -> dict[str, dict[str, dict[str, dict]]]:
@@ -383,6 +466,9 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     info = metric_info(protocol, results)
     figure_files = make_figures([r["row"] for r in rows], out / FIGURES_DIR) if figures and rows else []
     n_clips = rows[0]["clips"] if rows else 0
+    spread = seed_spread(results)
+    pairs = within_spread(rows, spread)
+    marked = frozenset(_spread_marked(pairs))
     lines = [f"# {protocol.title}", "",
              f"Protocol `{protocol.id}` v{protocol.version} (sha256 `{protocol.hash[:16]}`), dataset "
              f"`{protocol.dataset}`, {n_clips} test clips at {protocol.fps:g} fps. Regenerate with "
@@ -392,7 +478,9 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
              "Landmark metrics of methods that output landmarks use the exact reference landmarks; "
              "methods that output only frames are scored through the protocol's detector on both sides.", ""]
     if rows:
-        lines += main_table(protocol, rows, info) + units_line(protocol, info)
+        lines += main_table(protocol, rows, info, marked) + units_line(protocol, info)
+        if marked:
+            lines += ["", "≈: within the spread across training seeds of another row (see \"Seed variance\")."]
     else:
         lines += ["No results yet: run `talkbench run " + protocol.id + "`."]
     if protocol.reference_results:
@@ -403,7 +491,8 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
               f"metrics the value is computed over those clips and the CI from "
               f"{protocol.bootstrap['set_samples']} resamples of them (the value recomputed each "
               f"time).", ""]
-    lines += ci_table(protocol, rows)
+    lines += ci_table(protocol, rows, marked)
+    lines += seed_lines(protocol, results, rows, info, spread, pairs)
     lines += breakdown_lines(protocol, results, rows, info)
     lines += ["", "## Detector-noise floor", ""] + floor_lines(results.floor)
     lines += ["", "## Failures", ""] + failure_lines(rows)
@@ -420,7 +509,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += sanity_lines(results.sanity)
     lines += ["", "## Provenance", ""] + provenance_lines(rows)
     path = out / "README.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    path.write_text(portable("\n".join(lines).rstrip() + "\n"))  # no machine paths (older results)
     return path
 
 

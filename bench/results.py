@@ -6,10 +6,19 @@ A protocol's results folder (`results/<protocol>/` by default) holds
   provenance, plus everything the report needs to print them — each metric's label, name,
   direction (`higher_is_better`), unit and level (clip or set), and the test clips' speaker,
   emotion and intensity (`test_clips`);
+* `<row>.seeds.json` (`kind: seeds`), for a learned row run with `talkbench run --seeds 0,1,2`:
+  the row's metric values for every seed (`seeds_result`; `<row>.json` holds the first seed's full
+  result), which `seed_spread` summarises and the report's "Seed variance" section prints. It may
+  come from another run than `<row>.json`: it records its own provenance;
 * `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
   data_preparation`, real datasets only) and `sanity.json` (`kind: sanity`);
 * `figures/`: the small arrays the report's figures are drawn from (`bench.figures`), saved by the
   run while it had the clips, and the PNGs drawn from them.
+
+No machine paths: `write_result` passes every string through `portable`, which rewrites an
+absolute path under `$TALKBENCH_HOME` to `$TALKBENCH_HOME/...`, under the repository to a path
+relative to it and under the user's home to `~/...` (the report applies it to its text too), so a
+committed results folder names files, sha256s and relative paths, never this machine's layout.
 
 Every file carries `schema_version`. A file without it, or with another version, was written by
 another talkbench: `read_result` refuses it and says to rerun, rather than guessing at its layout.
@@ -19,6 +28,8 @@ another talkbench: `read_result` refuses it and says to rerun, rather than guess
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,12 +37,13 @@ from typing import Any, Optional
 import pandas as pd
 
 from core.io import write_json
-from core.paths import repo_root
+from core.paths import repo_root, talkbench_home
 
 SCHEMA_VERSION = 2
 DETECTOR_FLOOR = "_detector_floor"  # file stem of the detector-noise floor
 DATA_FILE = "_data_preparation.json"
 SANITY_FILE = "sanity.json"
+SEEDS_SUFFIX = ".seeds.json"  # <row>.seeds.json: a learned row's metric values per training seed
 FIGURES_DIR = "figures"
 GROUPS = ("speaker", "emotion")  # the breakdowns every result supports
 FRAME_COLUMNS = ["row", "clip", "metric", "value", "speaker", "emotion", "intensity"]
@@ -46,9 +58,49 @@ def results_dir(protocol, root: Optional[Path] = None) -> Path:
     return (Path(root) if root else repo_root() / "results") / protocol.id
 
 
+def _prefixes() -> list[tuple[str, str]]:
+    """(absolute prefix, portable replacement), longest prefix first; each folder both as given and
+    resolved (symlinks, e.g. /tmp -> /private/tmp)."""
+    pairs: dict[str, str] = {}
+    for folder, name in ((Path.home(), "~"), (repo_root(), "."), (talkbench_home(), "$TALKBENCH_HOME")):
+        for variant in {os.path.abspath(folder), str(Path(folder).resolve())}:
+            if variant.strip("/"):  # never rewrite "/" itself
+                pairs[variant.rstrip("/")] = name
+    return sorted(pairs.items(), key=lambda p: -len(p[0]))
+
+
+def portable(value: Any, prefixes: Optional[list[tuple[str, str]]] = None) -> Any:
+    """`value` (a string, or lists / dicts of them, keys included) with every absolute path under
+    $TALKBENCH_HOME written `$TALKBENCH_HOME/...`, under the repository relative to it (`results/x`,
+    the repository itself `.`) and under the home folder `~/...`. Other values pass unchanged."""
+    prefixes = _prefixes() if prefixes is None else prefixes
+    if isinstance(value, str):
+        for prefix, name in prefixes:
+            if prefix not in value:
+                continue
+            pattern = re.escape(prefix) + r"(?:(/)|(?![\w.-]))"
+            if name == ".":  # repo-relative: `<repo>/x` -> `x`, `<repo>` -> `.`
+                value = re.sub(pattern, lambda m: "" if m.group(1) else ".", value)
+            else:
+                value = re.sub(pattern, lambda m: name + (m.group(1) or ""), value)
+        return value
+    if isinstance(value, dict):
+        return {portable(k, prefixes): portable(v, prefixes) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, prefixes) for v in value]
+    return value
+
+
+def portable_path(path: Path | str) -> str:
+    """One path as `portable` writes it; a path outside $TALKBENCH_HOME, the repository and the home
+    folder (a dataset root, a folder of external predictions) is reduced to `.../<its name>`."""
+    text = portable(os.path.abspath(path))
+    return f".../{Path(text).name}" if os.path.isabs(text) else text
+
+
 def write_result(path: Path, result: dict) -> Path:
-    """Write one result file, stamped with the schema version."""
-    write_json(Path(path), {**result, "schema_version": SCHEMA_VERSION})
+    """Write one result file, stamped with the schema version, its paths made `portable`."""
+    write_json(Path(path), portable({**result, "schema_version": SCHEMA_VERSION}))
     return Path(path)
 
 
@@ -75,6 +127,7 @@ class Results:
     floor: Optional[dict] = None
     sanity: Optional[dict] = None
     data: Optional[dict] = None
+    seeds: dict[str, dict] = field(default_factory=dict)  # row -> its `kind: seeds` file
 
     def clips(self) -> dict[str, dict]:
         """clip id -> {speaker, emotion, intensity} over every method result."""
@@ -110,6 +163,51 @@ def read_results(folder: Path) -> Results:
             out.sanity = data
         elif kind == "data_preparation":
             out.data = data
+        elif kind == "seeds":
+            out.seeds[data["row"]] = data
+    return out
+
+
+def seeds_result(row: str, per_seed: dict[int, dict], provenance: dict) -> dict:
+    """The `kind: seeds` file of one row: for each metric, its value (None if it had none) under
+    every seed, from the row's result dict per seed; each seed's checkpoint sha256 and config."""
+    first = next(iter(per_seed.values()))
+    metrics = {}
+    for label, entry in first["metrics"].items():
+        metrics[label] = {"higher_is_better": entry.get("higher_is_better"),
+                          "values": {str(s): r["metrics"].get(label, {}).get("value")
+                                     for s, r in per_seed.items()}}
+    return {
+        "kind": "seeds",
+        "protocol": first["protocol"],
+        "protocol_hash": first["protocol_hash"],
+        "row": row,
+        "seeds": [int(s) for s in per_seed],
+        "metrics": metrics,
+        "runs": {str(s): {k: r["provenance"].get(k) for k in ("config_hash", "checkpoint_sha256", "preset")}
+                 for s, r in per_seed.items()},
+        "provenance": provenance,
+    }
+
+
+def seed_spread(results: "Results") -> dict[str, dict[str, dict]]:
+    """row -> metric label -> {mean, std, min, max, range, n, values} over the seeds a `kind: seeds`
+    file recorded (std: sample standard deviation, 0 for one seed; metrics without a value under
+    some seed use the seeds that have one, and are left out if none has)."""
+    import math
+
+    out: dict[str, dict[str, dict]] = {}
+    for row, data in sorted(results.seeds.items()):
+        for label, entry in data["metrics"].items():
+            values = [float(v) for v in entry["values"].values()
+                      if v is not None and math.isfinite(float(v))]
+            if not values:
+                continue
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            out.setdefault(row, {})[label] = {
+                "mean": mean, "std": std, "min": min(values), "max": max(values),
+                "range": max(values) - min(values), "n": len(values), "values": entry["values"]}
     return out
 
 

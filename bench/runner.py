@@ -27,7 +27,7 @@ from bench.pipeline import Session
 from bench.predictions import PredictionError, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
 from bench.report import write_report
-from bench.results import DETECTOR_FLOOR, results_dir, write_result
+from bench.results import DETECTOR_FLOOR, SEEDS_SUFFIX, results_dir, seeds_result, write_result
 from bench.scoring import Scorer
 from metrics.landmark import LandmarkMetric
 
@@ -48,13 +48,24 @@ def seed_everything(seed: int) -> None:
 def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "cpu", seed: int = 0,
         preset: Optional[str] = None, out_root: Optional[Path] = None, progress: bool = True,
         ablations: bool = False, checkpoint: Optional[Path] = None, data_root: Optional[Path] = None,
-        workers: int = 1) -> Path:
+        workers: int = 1, seeds: Optional[list[int]] = None) -> Path:
     """Run the protocol's methods (or `methods`), write result JSONs and the report; return the
     results dir. `ablations` adds each method's ablation variants as rows; `checkpoint` loads that
     file instead of training (one method only). A real dataset is read from `data_root` and
-    prepared with `workers` processes; its preparation failures go to `DATA_FILE` in the results."""
+    prepared with `workers` processes; its preparation failures go to `DATA_FILE` in the results.
+
+    `seeds` (replaces `seed`): each trainable method is trained, predicted and scored once per seed;
+    `<row>.json` holds the first seed's result as usual and `<row>.seeds.json` every seed's metric
+    values (`bench.results.seeds_result`), from which the report gives the spread across seeds.
+    Rows with nothing to learn run once: their predictions do not depend on the seed."""
     protocol = load_protocol(protocol_name)
     specs = select_methods(protocol, methods, preset, ablations)
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"--seeds needs distinct seeds, got {seeds}")
+        if checkpoint is not None:
+            raise ValueError("--seeds trains once per seed: it does not apply with --checkpoint")
+        seed = seeds[0]
     if checkpoint is not None:
         if len(specs) != 1:
             raise ValueError("--checkpoint loads one method's weights: name exactly one with --methods")
@@ -69,35 +80,52 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     # the protocol and the content of every clip (a rebuilt or regenerated corpus gets a new folder).
     data_key = key_of(protocol.hash, {name: [clip_hash(c) for c in clips] for name, clips in splits.items()})[:12]
     for spec in specs:
-        method = build_method(spec.name, spec.preset, spec.config)
-        # ... and by the method's code: an edited method is retrained, never loaded from the old
-        # code's checkpoint (whose predictions live in the same folder).
-        code = code_fingerprint(type(method))[:12]
-        workdir = (talkbench_home() / "runs" / protocol.id / spec.row
-                   / f"{method.config.hash()}-seed{seed}-data{data_key}-code{code}")
-        if checkpoint is not None:  # predictions of a given checkpoint are kept apart from trained ones
-            workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        ckpt_path = train_or_load(method, splits, workdir, device, seed, checkpoint)
-        timings["fit_or_load_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        pred_dir = workdir / "predictions"
-        failures = predict_all(method, splits["test"], pred_dir, progress)
-        timings["predict_s"] = time.perf_counter() - start
-        provenance = {
-            "seed": seed, "preset": spec.preset, "config": method.config.to_dict(),
-            "config_hash": method.config.hash(),
-            "checkpoint_sha256": file_sha256(ckpt_path) if ckpt_path else None,
-            "predictions": str(pred_dir.relative_to(talkbench_home())), **env,
-        }
-        session.evaluate(spec.row, pred_dir, out=out, provenance=provenance, failures=failures,
-                         outputs=sorted(method.outputs), timings=timings)
-        log.info("%s: wrote %s", spec.row, out / f"{spec.row}.json")
+        row_seeds = seeds if seeds is not None and method_class(spec.name).trainable else [seed]
+        per_seed: dict[int, dict] = {}
+        for i, s in enumerate(row_seeds):
+            result = run_row(session, spec, s, data_key, env, out if i == 0 else None, checkpoint, progress)
+            per_seed[s] = result
+        if len(row_seeds) > 1:
+            write_result(out / f"{spec.row}{SEEDS_SUFFIX}", seeds_result(spec.row, per_seed, env))
+            log.info("%s: wrote %s", spec.row, out / f"{spec.row}{SEEDS_SUFFIX}")
     if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
         write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
     write_report(protocol, out)
     return out
+
+
+def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: dict,
+            out: Optional[Path], checkpoint: Optional[Path] = None, progress: bool = True) -> dict:
+    """Train (or load) one row's method with `seed`, predict the test split and score it; with
+    `out`, the result is written there as `<row>.json`. Returns the result dict."""
+    protocol, splits, device = session.protocol, session.splits, session.device
+    method = build_method(spec.name, spec.preset, spec.config)
+    # ... and by the method's code: an edited method is retrained, never loaded from the old
+    # code's checkpoint (whose predictions live in the same folder).
+    code = code_fingerprint(type(method))[:12]
+    workdir = (talkbench_home() / "runs" / protocol.id / spec.row
+               / f"{method.config.hash()}-seed{seed}-data{data_key}-code{code}")
+    if checkpoint is not None:  # predictions of a given checkpoint are kept apart from trained ones
+        workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    ckpt_path = train_or_load(method, splits, workdir, device, seed, checkpoint)
+    timings["fit_or_load_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    pred_dir = workdir / "predictions"
+    failures = predict_all(method, splits["test"], pred_dir, progress)
+    timings["predict_s"] = time.perf_counter() - start
+    provenance = {
+        "seed": seed, "preset": spec.preset, "config": method.config.to_dict(),
+        "config_hash": method.config.hash(),
+        "checkpoint_sha256": file_sha256(ckpt_path) if ckpt_path else None,
+        "predictions": str(pred_dir.relative_to(talkbench_home())), **env,
+    }
+    result = session.evaluate(spec.row, pred_dir, out=out, provenance=provenance, failures=failures,
+                              outputs=sorted(method.outputs), timings=timings)
+    if out is not None:
+        log.info("%s: wrote %s", spec.row, out / f"{spec.row}.json")
+    return result
 
 
 def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str],
