@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+ALLOW_UNPINNED_HELP = ("score with an evaluator whose sha256 is not the one the protocol pins (a rebuilt "
+                       "SyncNet expert); those columns are marked unpinned in the results and report")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -20,7 +22,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, seeds=seeds, preset=args.preset,
               out_root=Path(args.results) if args.results else None, progress=not args.quiet,
               ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-              data_root=Path(args.root) if args.root else None, workers=args.workers)
+              data_root=Path(args.root) if args.root else None, workers=args.workers,
+              allow_unpinned=args.allow_unpinned)
     print(f"results and report: {out / 'README.md'}")
     return 0
 
@@ -43,7 +46,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
     session = Session.open(protocol, args.device, not args.quiet, Path(args.root) if args.root else None,
-                           args.workers)
+                           args.workers, allow_unpinned=args.allow_unpinned)
     out = results_dir(protocol, Path(args.results) if args.results else None)
     session.write_common(out)
     provenance = {"source": "external predictions", "predictions_dir": portable_path(pred_dir),
@@ -130,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results root (default: the repository's results/)")
     p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
+    p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
 
@@ -141,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results")
     p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
+    p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_score)
 

@@ -20,11 +20,13 @@ from tqdm import tqdm
 from core.types import Clip, Prediction
 from bench import figures
 from bench.data.clips import prepare_splits
+from bench.experts import QUALITY_FILE, write_quality
 from bench.experts import resolve as resolve_evaluators
 from bench.predictions import PredictionError, load_prediction, prediction_hash, validate
 from bench.protocol import MetricSpec, Protocol, load_protocol
 from bench.provenance import environment
-from bench.results import DATA_FILE, FIGURES_DIR, clip_table, portable_path, write_result
+from bench.results import DATA_FILE, FIGURES_DIR, clip_table, portable_path, read_result, write_result
+from metrics.syncnet import EXPERT_WEIGHTS
 from bench.scoring import Scorer
 
 
@@ -86,15 +88,31 @@ def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | d
         "clips": len(scorer.clips),
         "test_clips": clip_table(scorer.clips.values()),
         "prediction_failures": dict(sorted(failures.items())),
-        "metrics": {o.spec.label: scorer.aggregate(o) for o in outcomes},
+        "metrics": mark_pinning({o.spec.label: scorer.aggregate(o) for o in outcomes}, outcomes,
+                                scorer.evaluators),
         "provenance": {**(provenance or {}), "evaluators": evaluator_identities(scorer.evaluators)},
         "timings": timings,
     }
 
 
+def mark_pinning(metrics: dict[str, dict], outcomes, evaluators: dict[str, dict]) -> dict[str, dict]:
+    """Add ``"pinned": True/False`` to the entries of metrics built with an evaluator the protocol
+    pins (`bench.experts.resolve_pinned`); False when it was scored with another file
+    (``--allow-unpinned``), which the report marks. Entries of other metrics are left as they are."""
+    for o in outcomes:
+        ev = evaluators.get(o.spec.params.get("weights"))
+        if ev is not None and "pinned" in ev and not o.spec.params.get("weights_path"):
+            metrics[o.spec.label]["pinned"] = bool(ev["pinned"])
+    return metrics
+
+
 def evaluator_identities(evaluators: dict[str, dict]) -> dict[str, dict]:
     """What a result records of each evaluator: everything but its path on this machine."""
     return {name: {k: v for k, v in ev.items() if k != "path"} for name, ev in sorted(evaluators.items())}
+
+
+ALLOW_UNPINNED_HELP = ("score with an evaluator whose sha256 is not the one the protocol pins (a rebuilt "
+                       "SyncNet expert); those columns are marked unpinned in the results and report")
 
 
 @dataclass
@@ -111,14 +129,18 @@ class Session:
 
     @classmethod
     def open(cls, protocol: Protocol | str | Path, device: str = "cpu", progress: bool = True,
-             data_root: Optional[Path] = None, workers: int = 1) -> "Session":
+             data_root: Optional[Path] = None, workers: int = 1,
+             allow_unpinned: bool = False) -> "Session":
         """Load the protocol's splits (a real dataset is prepared from `data_root` with `workers`
-        processes) and make the evaluators its metrics need (trained when missing)."""
+        processes) and make the evaluators its metrics need (trained when missing). A pinned
+        evaluator with another sha256 is refused unless `allow_unpinned` (its columns are then
+        marked ``"pinned": false``)."""
         protocol = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
         splits, data = prepare_splits(protocol, progress, data_root, workers)
         if not splits["test"]:
             raise ValueError(f"protocol {protocol.id}: the test split is empty")
-        evaluators = resolve_evaluators(protocol, splits, device=device, progress=progress)
+        evaluators = resolve_evaluators(protocol, splits, device=device, progress=progress,
+                                        allow_unpinned=allow_unpinned)
         return cls(protocol, splits, data, device, evaluators, progress)
 
     @property
@@ -162,7 +184,25 @@ class Session:
         """What every row of the results folder shares: the data manifest and the figure clip."""
         out.mkdir(parents=True, exist_ok=True)
         write_data_manifest(out, self.data)
+        write_expert_quality(self, out)
         figures.save_reference(out / FIGURES_DIR, figures.figure_clip(self.test))
+
+
+def write_expert_quality(session: "Session", out: Path) -> None:
+    """With a pinned SyncNet expert, its held-out quality beside the results (`bench.experts.
+    QUALITY_FILE`), measured again only when the expert or the protocol changed."""
+    ev = session.evaluators.get(EXPERT_WEIGHTS)
+    if ev is None or "pinned" not in ev:
+        return
+    path = out / QUALITY_FILE
+    if path.is_file():
+        try:
+            old = read_result(path)
+            if old.get("sha256") == ev["sha256"] and old.get("protocol_hash") == session.protocol.hash:
+                return
+        except ValueError:
+            pass
+    write_quality(session.protocol, session.splits, ev, out, session.progress)
 
 
 def write_data_manifest(out: Path, data: Optional[dict]) -> None:

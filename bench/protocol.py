@@ -93,6 +93,7 @@ class Protocol:
     reference_results: tuple[dict[str, Any], ...]
     raw: dict[str, Any]
     path: Optional[Path] = None
+    evaluators: dict[str, dict[str, Any]] = field(default_factory=dict)  # pinned, see _parse_evaluators
 
     @property
     def hash(self) -> str:
@@ -242,7 +243,7 @@ def protocol_hash(raw: dict[str, Any]) -> str:
 _TOP_KEYS = {
     "id": True, "version": True, "title": False, "description": False, "dataset": True,
     "preprocessing": True, "split": True, "windowing": False, "metrics": True, "methods": False,
-    "landmarks_from": False, "bootstrap": False, "reference_results": False,
+    "landmarks_from": False, "bootstrap": False, "reference_results": False, "evaluators": False,
 }
 
 
@@ -293,12 +294,71 @@ def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
         raise ProtocolError("reference_results must be a list")
     for i, ref in enumerate(refs):
         _check_reference(ref, i, set(labels))
+    evaluators = _parse_evaluators(raw.get("evaluators", {}))
     return Protocol(
         id=pid, version=version, title=str(raw.get("title", pid)), dataset=dataset_name,
         dataset_options=options, preprocessing=pre, split=split, windowing=windowing,
         metrics=metrics, methods=methods, landmarks_from=landmarks_from, bootstrap=boot,
-        reference_results=tuple(refs), raw=raw, path=path,
+        reference_results=tuple(refs), raw=raw, path=path, evaluators=evaluators,
     )
+
+
+# Evaluators a protocol may pin: weights name -> kind (the networks talkbench trains to evaluate).
+EVALUATOR_KINDS = {"syncnet_expert": "syncnet"}
+_EVALUATOR_KEYS = {"kind", "sha256", "file", "recipe"}
+
+
+def _parse_evaluators(value: Any) -> dict[str, dict[str, Any]]:
+    """`evaluators:` pins the networks talkbench trains to evaluate, like weights.
+
+    ``{syncnet_expert: {sha256: <64 hex>, file: evaluators/<name>.pt, recipe: {epochs: 2, ...,
+    seed: 0}}}``: the file (relative to the protocol's folder, else `protocols/`) is the one scoring
+    uses, checked against `sha256`; `recipe` is how `talkbench experts train` rebuilt it (config
+    fields and seed; `bench.experts` checks the field names). A pin no metric uses
+    (``weights: <name>``) is allowed -- a protocol derived by dropping the metrics keeps it -- and
+    has no effect.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("evaluators must be a mapping of weights name to {sha256, file, recipe}")
+    out = {}
+    for name, entry in value.items():
+        where = f"evaluators.{name}"
+        if name not in EVALUATOR_KINDS:
+            raise ProtocolError(f"{where}: unknown evaluator; known: {sorted(EVALUATOR_KINDS)}")
+        if not isinstance(entry, dict):
+            raise ProtocolError(f"{where}: expected a mapping with sha256, file and recipe")
+        for key in entry:
+            if key not in _EVALUATOR_KEYS:
+                raise ProtocolError(f"{where}.{key}: unknown key; allowed: {sorted(_EVALUATOR_KEYS)}")
+        kind = entry.get("kind", EVALUATOR_KINDS[name])
+        if kind != EVALUATOR_KINDS[name]:
+            raise ProtocolError(f"{where}.kind: {kind!r}, expected {EVALUATOR_KINDS[name]!r}")
+        sha = _typed(entry, "sha256", str, f"{where}.sha256")
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ProtocolError(f"{where}.sha256: expected 64 lowercase hex digits, got {sha!r}")
+        file = _typed(entry, "file", str, f"{where}.file")
+        if Path(file).is_absolute() or ".." in Path(file).parts or not file:
+            raise ProtocolError(f"{where}.file: a path relative to the protocol's folder, got {file!r}")
+        recipe = _typed(entry, "recipe", dict, f"{where}.recipe")
+        for key, v in recipe.items():
+            if not isinstance(key, str) or not (v is None or isinstance(v, (int, float, str))):
+                raise ProtocolError(f"{where}.recipe.{key}: expected a scalar, got {v!r}")
+        seed = recipe.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ProtocolError(f"{where}.recipe.seed: expected a whole number, got {seed!r}")
+        out[name] = {"kind": kind, "sha256": sha, "file": file, "recipe": dict(recipe)}
+    return out
+
+
+def evaluator_file(protocol: Protocol, name: str) -> Path:
+    """Where the protocol's pinned evaluator `name` lives: its `file` relative to the protocol
+    file's folder if there, else relative to `protocols/` (where talkbench's own are shipped)."""
+    rel = protocol.evaluators[name]["file"]
+    if protocol.path is not None and (Path(protocol.path).parent / rel).is_file():
+        return Path(protocol.path).parent / rel
+    return PROTOCOL_DIR / rel
 
 
 def _typed(mapping: dict, key: str, kind: type, where: Optional[str] = None) -> Any:

@@ -18,8 +18,8 @@ import numpy as np
 
 from bench.figures import make_figures
 from bench.protocol import Protocol, load_protocol, reference_columns
-from bench.results import (FIGURES_DIR, GROUPS, Results, describe_metric, portable, read_results, seed_spread,
-                           to_frame)
+from bench.results import (FIGURES_DIR, GROUPS, Results, describe_metric, portable, read_result,
+                           read_results, seed_spread, to_frame)
 from bench.sanity import report_lines as sanity_lines
 from bench.stats import bootstrap_ci
 from bench.tables import markdown_table
@@ -131,7 +131,7 @@ def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict],
             elif m.get("not_applicable"):
                 cells.append("n/a")
             else:
-                cells.append(_styled(fmt(m.get("value")), marks[label].get(row["row"]))
+                cells.append(_styled(fmt(m.get("value")), marks[label].get(row["row"])) + unpinned_mark(m)
                              + (SPREAD_MARK if (row["row"], label) in marked else ""))
         body.append(cells)
     return markdown_table(head, body)
@@ -478,7 +478,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
              "Landmark metrics of methods that output landmarks use the exact reference landmarks; "
              "methods that output only frames are scored through the protocol's detector on both sides.", ""]
     if rows:
-        lines += main_table(protocol, rows, info, marked) + units_line(protocol, info)
+        lines += main_table(protocol, rows, info, marked) + units_line(protocol, info) + unpinned_lines(rows)
         if marked:
             lines += ["", "≈: within the spread across training seeds of another row (see \"Seed variance\")."]
     else:
@@ -507,6 +507,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
         for path, caption in figure_files:
             lines += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
     lines += sanity_lines(results.sanity)
+    lines += evaluator_lines(out)
     lines += ["", "## Provenance", ""] + provenance_lines(rows)
     path = out / "README.md"
     path.write_text(portable("\n".join(lines).rstrip() + "\n"))  # no machine paths (older results)
@@ -538,3 +539,54 @@ def data_preparation_lines(data: Optional[dict]) -> list[str]:
         lines += ["", "Details:", ""]
         lines += [f"- `{i}`: {details[i]}" for i in sorted(details)[:50]]
     return lines
+
+
+# ----------------------------------------------------------------------------------- evaluators
+UNPINNED = "†"
+EXPERT_FILES = "_expert_*.json"  # written by `bench.experts.write_quality` (kind: expert_quality)
+
+
+def unpinned_mark(entry: dict) -> str:
+    """A dagger on a value scored with an evaluator that is not the protocol's pinned file."""
+    return f" {UNPINNED}" if entry.get("pinned") is False else ""
+
+
+def unpinned_lines(rows: list[dict]) -> list[str]:
+    """The footnote of the dagger, naming the rows and columns it marks ([] when there are none)."""
+    cells = sorted({(r["row"], label) for r in rows for label, m in r["metrics"].items()
+                    if m.get("pinned") is False})
+    if not cells:
+        return []
+    labels = sorted({label for _, label in cells})
+    names = sorted({row for row, _ in cells})
+    return ["", f"{UNPINNED} **Unpinned evaluator**: {', '.join(labels)} of {', '.join(names)} were scored "
+                f"with an evaluator whose sha256 is not the one the protocol pins (`--allow-unpinned`); "
+                f"they are not comparable with numbers scored with the pinned file."]
+
+
+def evaluator_lines(out: Path) -> list[str]:
+    """The "Evaluators" section: each trained evaluator's own held-out quality ([] if none)."""
+    lines = []
+    for path in sorted(Path(out).glob(EXPERT_FILES)):
+        q = read_result(path)
+        if q.get("kind") != "expert_quality":
+            continue
+        recipe = q.get("recipe", {})
+        pinned = {True: "pinned", False: f"UNPINNED {UNPINNED}"}.get(q.get("pinned"), "not pinned")
+        ok = "meets" if q.get("meets_target") else "**misses**"
+        lines += ["", f"SyncNet expert `{q.get('file')}` (sha256 `{str(q.get('sha256'))[:16]}`, {pinned}; "
+                      f"width {recipe.get('width')}, {recipe.get('epochs')} epochs, seed {recipe.get('seed')}, "
+                      f"trained on {q.get('train_clips')} train clips), on the {q.get('test_clips')} "
+                      f"ground-truth test clips: {100 * q['within_1_frame']:.0f}% with |AV offset| <= 1 frame "
+                      f"({ok} the {100 * q['target_within_1_frame']:.0f}% target); LSE-C of ground truth "
+                      f"{fmt(q.get('lse_c_ground_truth'))}, of `static` (first frame repeated) "
+                      f"{fmt(q.get('lse_c_static'))} (margin {fmt(q.get('margin_over_static'))}), of ground "
+                      f"truth with the audio delayed {q.get('shift_frames')} frames "
+                      f"{fmt(q.get('lse_c_shifted'))} (margin {fmt(q.get('margin_over_shifted'))}; "
+                      f"that delay found within +-1 frame on "
+                      f"{100 * q.get('shifted_within_1_frame', float('nan')):.0f}% of the clips)."]
+    if not lines:
+        return []
+    return ["", "## Evaluators", "", "Networks talkbench trains to evaluate, pinned by sha256 in the "
+            "protocol (`evaluators:`), and their own quality on held-out ground truth "
+            "(`talkbench experts quality`)."] + lines

@@ -48,7 +48,7 @@ def seed_everything(seed: int) -> None:
 def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "cpu", seed: int = 0,
         preset: Optional[str] = None, out_root: Optional[Path] = None, progress: bool = True,
         ablations: bool = False, checkpoint: Optional[Path] = None, data_root: Optional[Path] = None,
-        workers: int = 1, seeds: Optional[list[int]] = None) -> Path:
+        workers: int = 1, seeds: Optional[list[int]] = None, allow_unpinned: bool = False) -> Path:
     """Run the protocol's methods (or `methods`), write result JSONs and the report; return the
     results dir. `ablations` adds each method's ablation variants as rows; `checkpoint` loads that
     file instead of training (one method only). A real dataset is read from `data_root` and
@@ -71,7 +71,8 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             raise ValueError("--checkpoint loads one method's weights: name exactly one with --methods")
         if not Path(checkpoint).is_file():
             raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-    session = Session.open(protocol, device, progress, data_root, workers)  # trains experts if missing
+    session = Session.open(protocol, device, progress, data_root, workers,  # trains experts if missing
+                           allow_unpinned=allow_unpinned)
     splits = session.splits
     out = results_dir(protocol, out_root)
     session.write_common(out)

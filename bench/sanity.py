@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from core.types import Clip, Prediction
-from bench.pipeline import Session, evaluator_identities
+from bench.pipeline import ALLOW_UNPINNED_HELP, Session, evaluator_identities
 from bench.protocol import MetricSpec, Protocol
 from bench.results import SANITY_FILE, results_dir, write_result
 from bench.tables import markdown_table
@@ -341,10 +341,12 @@ def _fmt(v: Optional[float]) -> str:
 
 def sanity(protocol_name: str, device: str = "cpu", settings: Settings = Settings(),
            out_root: Optional[Path] = None, progress: bool = True,
-           checks: tuple[str, ...] = CHECKS, data_root: Optional[Path] = None) -> tuple[Path, dict]:
+           checks: tuple[str, ...] = CHECKS, data_root: Optional[Path] = None,
+           allow_unpinned: bool = False) -> tuple[Path, dict]:
     """Run the checks on the protocol's test split; write results/<protocol>/sanity.json."""
     start = time.perf_counter()
-    session = Session.open(protocol_name, device, progress, data_root)  # trains experts if missing
+    session = Session.open(protocol_name, device, progress, data_root,  # trains experts if missing
+                           allow_unpinned=allow_unpinned)
     protocol = session.protocol
     expert_s = time.perf_counter() - start  # with loading the data
     clips = pick_clips(session.test, settings.clips)
@@ -389,7 +391,7 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
     settings = Settings(clips=args.clips, shift_frames=args.shift, seed=args.seed)
     path, result = sanity(args.protocol, args.device, settings,
                           Path(args.results) if args.results else None, not args.quiet, checks,
-                          Path(args.root) if args.root else None)
+                          Path(args.root) if args.root else None, args.allow_unpinned)
     print("\n".join(format_table([Row(**r) for r in result["rows"]])))
     print(f"sanity checks: {path}")
     return 0
@@ -405,6 +407,7 @@ def add_cli(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser
     p.add_argument("--checks", help=f"comma-separated subset of {','.join(CHECKS)}")
     p.add_argument("--root", help="dataset root of a real dataset (default: $TALKBENCH_DATA_<DATASET>)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
     p.add_argument("--results", help="results root (default: the repository's results/)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_sanity)
