@@ -11,7 +11,9 @@ A protocol's results folder (`results/<protocol>/` by default) holds
   result), which `seed_spread` summarises and the report's "Seed variance" section prints. It may
   come from another run than `<row>.json`: it records its own provenance;
 * `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
-  data_preparation`, real datasets only) and `sanity.json` (`kind: sanity`);
+  data_preparation`, real datasets only), `sanity.json` (`kind: sanity`) and, for a protocol that
+  pins an evaluator, `_expert_<kind>.json` (`kind: expert_quality`, written by `bench.experts`,
+  read there by the report's "Evaluators" section); other kinds are not method rows;
 * `figures/`: the small arrays the report's figures are drawn from (`bench.figures`), saved by the
   run while it had the clips, and the PNGs drawn from them.
 
