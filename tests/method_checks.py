@@ -1,4 +1,5 @@
-"""Checks every trained method's tests share: same seed -> same weights; one clip can be overfit."""
+"""Checks every trained method's tests share: same seed -> same weights; one clip can be overfit;
+an "all_windows" epoch visits every window once."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 
 from baselines import build_method
 from baselines.base import Method
-from core.types import MethodInput
-from core.types import Clip
+from baselines.torch_method import window_starts
+from core.types import Clip, MethodInput
 
 
 def assert_same_seed_same_state(make: Callable[[], Method], clips: list[Clip], seed: int) -> None:
@@ -35,3 +36,15 @@ def overfit_error(name: str, overrides: dict, clip: Clip, points: Sequence[int])
     static = np.linalg.norm(clip.landmarks[0, idx] - clip.landmarks[:, idx], axis=-1).mean()
     print(f"overfit one clip: {err:.3f} px mean on {len(idx)} points (static {static:.3f} px)")
     return float(err), float(static)
+
+
+def assert_epoch_visits_every_window(method: Method, clips: list[Clip], window: int) -> None:
+    """`method` (configured with epoch_mode all_windows and `window`-frame windows) fitted on the
+    first two clips: its first epoch saw each of their non-overlapping windows once, and a batch cut
+    at given starts holds exactly those frames' audio."""
+    method.fit(clips[:2], [], seed=0)
+    assert method.train_log[0]["windows"] == sum(len(window_starts(c.num_frames, window, window))
+                                                 for c in clips[:2])
+    batch = method.make_batch(clips[:2], None, "cpu", starts=[0, window])
+    spf = clips[1].sample_rate // int(clips[1].fps)
+    np.testing.assert_array_equal(batch["audio"][1].numpy(), clips[1].audio[window * spf:2 * window * spf])

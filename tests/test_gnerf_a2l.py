@@ -20,7 +20,7 @@ from baselines.gnerf_a2l.model import (BiasedSelfAttention, DecoderLayer, GNerfA
 from core.errors import CheckpointError
 from core.constants import JAW, MOUTH
 from core.types import Clip
-from method_checks import assert_same_seed_same_state, overfit_error
+from method_checks import assert_epoch_visits_every_window, assert_same_seed_same_state, overfit_error
 
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 16, "heads": 2, "layers": 1, "ff": 32,
         "lm_channels": 16, "lm_heads": 2, "lm_ff": 32, "fe_hidden": 16, "fe_num_layers": 1, "fe_heads": 2,
@@ -295,13 +295,7 @@ def test_same_seed_same_state_bitwise(clips):
 
 def test_all_windows_epoch_passes_over_every_window(clips):
     """The paper preset's epoch (the paper's 200-frame groups, here 12): every window once."""
-    from baselines.torch_method import window_starts
-
-    m = _method(epoch_mode="all_windows")
-    m.fit(clips[:2], [], seed=0)
-    assert m.train_log[0]["windows"] == sum(len(window_starts(c.num_frames, 12, 12)) for c in clips[:2])
-    batch = m.make_batch(clips[:2], None, "cpu", starts=[0, 12])
-    np.testing.assert_array_equal(batch["audio"][1].numpy(), clips[1].audio[12 * 640:24 * 640])
+    assert_epoch_visits_every_window(_method(epoch_mode="all_windows"), clips, 12)
 
 
 def test_overfits_one_clip(clips):

@@ -15,7 +15,7 @@ from baselines.spear_a2l.model import (AudioFeatureEncoder, LandmarkSetEncoder, 
 from core.errors import CheckpointError
 from core.constants import JAW, MOUTH
 from core.types import Clip
-from method_checks import assert_same_seed_same_state, overfit_error
+from method_checks import assert_epoch_visits_every_window, assert_same_seed_same_state, overfit_error
 
 VARIANTS = ("spear_a2l", "spear_a2l_mfcc", "spear_a2l_wav2vec2_conformer", "spear_a2l_unispeech")
 FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 32, "heads": 2, "layers": 1, "ff": 64,
@@ -213,10 +213,7 @@ def test_same_seed_same_state_bitwise(clips):
 def test_all_windows_epoch_passes_over_every_window(clips):
     """The paper preset's epoch: every non-overlapping window once, cut at the trainer's starts."""
     m = _method(epoch_mode="all_windows")
-    m.fit(clips[:2], [], seed=0)
-    assert m.train_log[0]["windows"] == sum(len(window_starts(c.num_frames, 12, 12)) for c in clips[:2])
-    batch = m.make_batch(clips[:2], None, "cpu", starts=[0, 12])
-    np.testing.assert_array_equal(batch["audio"][1].numpy(), clips[1].audio[12 * 640:24 * 640])
+    assert_epoch_visits_every_window(m, clips, 12)
     with pytest.raises(ValueError, match="does not fit"):
         m.make_batch(clips[:1], None, "cpu", starts=[clips[0].num_frames - 5])
 
