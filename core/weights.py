@@ -361,3 +361,11 @@ def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str
         raise MetricUnavailable(f"{path} does not have the layout of {layout} "
                                 f"({str(exc).splitlines()[0]})") from exc
     return model.eval()
+
+
+def frozen(model: Any) -> Any:
+    """`model` in eval mode with no parameter requiring gradients: a loaded evaluation network."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

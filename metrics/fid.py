@@ -132,10 +132,7 @@ def build_fid_inception(path: Path) -> FIDInceptionFeatures:
     except RuntimeError as exc:
         raise MetricUnavailable(f"{path} is not pytorch-fid's FID Inception state_dict "
                                 f"({short_error(exc)})") from exc
-    model = FIDInceptionFeatures(net).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return weights.frozen(FIDInceptionFeatures(net))
 
 
 # -- statistics and distance -----------------------------------------------------------------------

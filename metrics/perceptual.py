@@ -92,10 +92,7 @@ def build_lpips_alex(path: Path) -> torch.nn.Module:
     except (KeyError, RuntimeError) as exc:
         raise MetricUnavailable(f"{path} is not torchvision's AlexNet state_dict "
                                 f"({short_error(exc)})") from exc
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return weights.frozen(model)
 
 
 def frames_to_unit_range(frames: np.ndarray, device: str) -> torch.Tensor:

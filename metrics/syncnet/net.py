@@ -55,6 +55,7 @@ import torch
 import torch.nn as nn
 
 from core.errors import MetricUnavailable, short_error
+from core.weights import frozen
 
 EMBEDDING_DIM = 1024
 
@@ -201,10 +202,7 @@ def load_syncnet(path: Path | str) -> SyncNet:
         where = f" at {arch}" if arch else ""
         raise MetricUnavailable(f"{path} does not match the SyncNet architecture{where} "
                                 f"({short_error(exc, 500)})") from exc
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(model)
 
 
 # ----------------------------------------------------------------------------------- shared state
