@@ -76,6 +76,8 @@ from core.hashing import code_fingerprint, key_of
 from core.io import write_json
 from core.types import Clip
 from faces import crops
+from faces.extractors import build_extractor
+from faces.pose import POSE_BACKENDS
 from bench.data.decode import MediaError, iter_frames, probe_video, read_audio
 from bench.data.raw import RawItem
 from bench.data.store import CRF, PRESET, Mp4Writer, iter_stored, read_stored
@@ -116,17 +118,11 @@ class Settings:
 
     @classmethod
     def from_preprocessing(cls, pre: dict) -> "Settings":
-        from faces.extractors import build_extractor
-
         if int(pre["resolution"]) % 2:
             raise ValueError(f"preprocessing.resolution must be even (H.264 yuv420p), got {pre['resolution']}")
         pose = pre.get("pose_backend", "pnp")
-        if pose not in ("none", "pnp"):
-            from faces.pose import POSE_BACKENDS
-
-            if pose not in POSE_BACKENDS:
-                raise ValueError(f"preprocessing.pose_backend: {pose!r} is not available in this "
-                                 f"installation; available: none, {', '.join(sorted(POSE_BACKENDS))}")
+        if pose != "none" and pose not in POSE_BACKENDS:  # a protocol is checked on load; a bare dict here
+            raise ValueError(f"preprocessing.pose_backend: {POSE_BACKENDS.unknown(pose)}")
         extractor = build_extractor(pre.get("landmark_backend", "dlib"), **dict(pre.get("landmark_params") or {}))
         return cls(fps=float(pre["fps"]), sample_rate=int(pre.get("sample_rate", 16000)),
                    resolution=int(pre["resolution"]), crop=pre.get("crop", "none"),
@@ -221,8 +217,6 @@ _TEMP_COUNTER = count()
 
 
 def _extractor(settings: Settings):
-    from faces.extractors import build_extractor
-
     name = json.dumps([settings.landmark_backend, settings.landmark_params], sort_keys=True)
     if name not in _EXTRACTORS:
         _EXTRACTORS[name] = build_extractor(settings.landmark_backend, **settings.landmark_params)
