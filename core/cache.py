@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from core.hashing import key_of  # noqa: F401  (the key every caller of a cache computes)
 from core.io import atomic_write_bytes
 from core.paths import talkbench_home
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
-from core.errors import MetricError, MetricUnavailable  # noqa: F401  (the metric contract's errors)
+from core.errors import MetricError
 from core.hashing import code_fingerprint
 from core.registry import Registry
 from core.types import ClipPair

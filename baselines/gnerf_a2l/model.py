@@ -24,7 +24,7 @@ FaceFormer's O(T^3) re-decoding of the whole prefix at every step.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
