@@ -144,6 +144,35 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         sha256_prefix="11f355bf06",
     ),
     WeightSpec(
+        name="vgg19",
+        filename="vgg19-dcbb9e9d.pth",
+        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        sha256=None,
+        size=None,
+        licence="distributed with torchvision (BSD-3-Clause; no separate licence for the weights); "
+                "trained on ImageNet, whose terms of access are for non-commercial research and "
+                "education",
+        used_by=("perceptual (VGG) losses of spear, tcsan and gnerf at the paper presets",),
+        note="torchvision's ImageNet VGG19 (VGG19_Weights.IMAGENET1K_V1), a plain state_dict of "
+             "torchvision.models.vgg19(). Full SHA-256 and size (~548 MB) not verified offline; the "
+             "file name carries its first 8 hex digits (dcbb9e9d), which are checked.",
+        sha256_prefix="dcbb9e9d",
+    ),
+    WeightSpec(
+        name="sd_vae_ft_mse",
+        filename="sd-vae-ft-mse.safetensors",
+        url="https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/"
+            "diffusion_pytorch_model.safetensors",
+        sha256=None,
+        size=None,
+        licence="MIT (stabilityai/sd-vae-ft-mse model card)",
+        used_by=("latent autoencoder of spear and fd2talk at the paper presets",),
+        note="The Stable Diffusion VAE fine-tuned with MSE (stabilityai/sd-vae-ft-mse), diffusers "
+             "AutoencoderKL weights in safetensors; the architecture is "
+             "baselines.latent_vae.SD_VAE_CONFIG (that repository's config.json). Full SHA-256 and "
+             "size (~335 MB) not verified offline.",
+    ),
+    WeightSpec(
         name="face_landmarker",
         filename="face_landmarker.task",
         url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/"
