@@ -24,6 +24,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
               ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
               data_root=Path(args.root) if args.root else None, workers=args.workers,
               allow_unpinned=args.allow_unpinned)
+    from bench.report import run_timing_lines
+    from bench.results import RUN_TIMINGS_FILE, read_result
+
+    print("\n".join(run_timing_lines(read_result(out / RUN_TIMINGS_FILE))))
     print(f"results and report: {out / 'README.md'}")
     return 0
 

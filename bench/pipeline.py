@@ -125,6 +125,7 @@ class Session:
     device: str = "cpu"
     evaluators: dict[str, dict] = field(default_factory=dict)
     progress: bool = True
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: corpus, evaluators
     _scorer: Optional[Scorer] = None
 
     @classmethod
@@ -136,12 +137,16 @@ class Session:
         evaluator with another sha256 is refused unless `allow_unpinned` (its columns are then
         marked ``"pinned": false``)."""
         protocol = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+        start = time.perf_counter()
         splits, data = prepare_splits(protocol, progress, data_root, workers)
+        corpus_s = time.perf_counter() - start
         if not splits["test"]:
             raise ValueError(f"protocol {protocol.id}: the test split is empty")
+        start = time.perf_counter()
         evaluators = resolve_evaluators(protocol, splits, device=device, progress=progress,
                                         allow_unpinned=allow_unpinned)
-        return cls(protocol, splits, data, device, evaluators, progress)
+        timings = {"corpus_s": corpus_s, "evaluators_s": time.perf_counter() - start}
+        return cls(protocol, splits, data, device, evaluators, progress, timings)
 
     @property
     def test(self) -> list[Clip]:

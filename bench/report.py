@@ -457,6 +457,32 @@ def provenance_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+TIMED_STEPS = (("fit_or_load_s", "fit/load s"), ("predict_s", "predict s"), ("load_s", "load s"),
+               ("score_s", "score s"))
+
+
+def run_timing_lines(timings: dict) -> list[str]:
+    """The per-stage wall-clock table of one `talkbench run` (`bench.results.run_timings`): the
+    corpus, the evaluators, each row summed over its seeds, the detector floor and the total."""
+    cmd = timings.get("command", {})
+    stages = timings.get("stages", {})
+    head = ["Stage", "seeds", *[label for _, label in TIMED_STEPS], "total s"]
+    body = [[name, "—", "—", "—", "—", "—", fmt(stages.get(key), 1)]
+            for key, name in (("corpus_s", "corpus"), ("evaluators_s", "evaluators"))]
+    for row, runs in timings.get("rows", {}).items():
+        sums = [sum(r.get(key) or 0.0 for r in runs) for key, _ in TIMED_STEPS]
+        body.append([row, len(runs), *[fmt(v, 1) for v in sums], fmt(sum(sums), 1)])
+    if "detector_floor_s" in stages:
+        body.append(["detector floor", "—", "—", "—", "—", "—", fmt(stages["detector_floor_s"], 1)])
+    body.append(["**total**", "", "", "", "", "", fmt(timings.get("total_s"), 1)])
+    device = timings.get("provenance", {}).get("device", "?")
+    intro = (f"The last `talkbench run` into this folder (rows {', '.join(cmd.get('rows', []))}; seeds "
+             f"{cmd.get('seeds')}; device {device}; {cmd.get('workers', 1)} data worker(s)) took "
+             f"{fmt(timings.get('total_s'), 0)} s of wall-clock time, by stage (a stage loaded from "
+             "the cache costs only the load):")
+    return [intro, ""] + markdown_table(head, body)
+
+
 def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> Path:
     """Write `out/README.md` from the protocol and the result files in `out` (nothing else)."""
     protocol = load_protocol(protocol) if isinstance(protocol, str) else protocol
@@ -509,6 +535,8 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += sanity_lines(results.sanity)
     lines += evaluator_lines(out)
     lines += ["", "## Provenance", ""] + provenance_lines(rows)
+    if results.run_timings:
+        lines += ["", "### Run time", ""] + run_timing_lines(results.run_timings)
     path = out / "README.md"
     path.write_text(portable("\n".join(lines).rstrip() + "\n"))  # no machine paths (older results)
     return path

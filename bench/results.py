@@ -10,6 +10,9 @@ A protocol's results folder (`results/<protocol>/` by default) holds
   the row's metric values for every seed (`seeds_result`; `<row>.json` holds the first seed's full
   result), which `seed_spread` summarises and the report's "Seed variance" section prints. It may
   come from another run than `<row>.json`: it records its own provenance;
+* `_run_timings.json` (`kind: run_timings`): the wall-clock time of each stage of the last
+  `talkbench run` that wrote into the folder (corpus, evaluators, each row's fit / predict / score,
+  the detector floor, the total) with the rows and seeds it ran (`run_timings`);
 * `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
   data_preparation`, real datasets only), `sanity.json` (`kind: sanity`) and, for a protocol that
   pins an evaluator, `_expert_<kind>.json` (`kind: expert_quality`, written by `bench.experts`,
@@ -45,6 +48,7 @@ SCHEMA_VERSION = 2
 DETECTOR_FLOOR = "_detector_floor"  # file stem of the detector-noise floor
 DATA_FILE = "_data_preparation.json"
 SANITY_FILE = "sanity.json"
+RUN_TIMINGS_FILE = "_run_timings.json"
 SEEDS_SUFFIX = ".seeds.json"  # <row>.seeds.json: a learned row's metric values per training seed
 FIGURES_DIR = "figures"
 GROUPS = ("speaker", "emotion")  # the breakdowns every result supports
@@ -130,6 +134,7 @@ class Results:
     sanity: Optional[dict] = None
     data: Optional[dict] = None
     seeds: dict[str, dict] = field(default_factory=dict)  # row -> its `kind: seeds` file
+    run_timings: Optional[dict] = None  # the `kind: run_timings` file of the last run
 
     def clips(self) -> dict[str, dict]:
         """clip id -> {speaker, emotion, intensity} over every method result."""
@@ -167,7 +172,18 @@ def read_results(folder: Path) -> Results:
             out.data = data
         elif kind == "seeds":
             out.seeds[data["row"]] = data
+        elif kind == "run_timings":
+            out.run_timings = data
     return out
+
+
+def run_timings(stages: dict[str, float], rows: dict[str, list[dict]], total_s: float,
+                command: dict, provenance: dict) -> dict:
+    """The `kind: run_timings` file: seconds per stage of one `talkbench run` (`stages`: corpus,
+    evaluators, detector floor), each row's fit/load, predict, load and score seconds per seed
+    (`rows`: row -> one `timings` dict per seed run), the total, and the command's arguments."""
+    return {"kind": "run_timings", "stages": stages, "rows": rows,
+            "total_s": total_s, "command": command, "provenance": provenance}
 
 
 def seeds_result(row: str, per_seed: dict[int, dict], provenance: dict) -> dict:

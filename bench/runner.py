@@ -27,7 +27,8 @@ from bench.pipeline import Session
 from bench.predictions import PredictionError, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
 from bench.report import write_report
-from bench.results import DETECTOR_FLOOR, SEEDS_SUFFIX, results_dir, seeds_result, write_result
+from bench.results import (DETECTOR_FLOOR, RUN_TIMINGS_FILE, SEEDS_SUFFIX, results_dir, run_timings,
+                           seeds_result, write_result)
 from bench.scoring import Scorer
 from metrics.landmark import LandmarkMetric
 
@@ -58,6 +59,7 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     `<row>.json` holds the first seed's result as usual and `<row>.seeds.json` every seed's metric
     values (`bench.results.seeds_result`), from which the report gives the spread across seeds.
     Rows with nothing to learn run once: their predictions do not depend on the seed."""
+    run_start = time.perf_counter()
     protocol = load_protocol(protocol_name)
     specs = select_methods(protocol, methods, preset, ablations)
     if seeds is not None:
@@ -80,17 +82,26 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     # Checkpoints and predictions are only reused for exactly this data: the run folder is keyed by
     # the protocol and the content of every clip (a rebuilt or regenerated corpus gets a new folder).
     data_key = key_of(protocol.hash, {name: [clip_hash(c) for c in clips] for name, clips in splits.items()})[:12]
+    row_timings: dict[str, list[dict]] = {}
     for spec in specs:
         row_seeds = seeds if seeds is not None and method_class(spec.name).trainable else [seed]
         per_seed: dict[int, dict] = {}
         for i, s in enumerate(row_seeds):
             result = run_row(session, spec, s, data_key, env, out if i == 0 else None, checkpoint, progress)
             per_seed[s] = result
+            row_timings.setdefault(spec.row, []).append({"seed": s, **result.get("timings", {})})
         if len(row_seeds) > 1:
             write_result(out / f"{spec.row}{SEEDS_SUFFIX}", seeds_result(spec.row, per_seed, env))
             log.info("%s: wrote %s", spec.row, out / f"{spec.row}{SEEDS_SUFFIX}")
+    stages = dict(session.timings)
     if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
+        start = time.perf_counter()
         write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
+        stages["detector_floor_s"] = time.perf_counter() - start
+    command = {"rows": [spec.row for spec in specs], "seeds": seeds if seeds is not None else [seed],
+               "preset": preset, "ablations": ablations, "workers": workers}
+    write_result(out / RUN_TIMINGS_FILE, run_timings(stages, row_timings, time.perf_counter() - run_start,
+                                                     command, env))
     write_report(protocol, out)
     return out
 

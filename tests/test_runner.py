@@ -121,6 +121,24 @@ def test_results_carry_what_the_report_needs(mini):
     assert set(mld["speaker"]) == {meta["speaker"] for meta in r["test_clips"].values()}
 
 
+def test_run_times_every_stage(mini):
+    """`_run_timings.json`: corpus, evaluators, each row's steps and the total, which bounds their
+    sum; the report prints the same table under Provenance."""
+    path, out = mini
+    t = result(out, "_run_timings")
+    assert t["kind"] == "run_timings" and t["command"]["rows"] == METHODS and t["command"]["seeds"] == [0]
+    assert set(t["rows"]) == set(METHODS) and all(len(runs) == 1 for runs in t["rows"].values())
+    steps = [v for runs in t["rows"].values() for r in runs for k, v in r.items() if k.endswith("_s")]
+    assert all(v >= 0 for v in steps) and t["stages"]["corpus_s"] > 0 and t["stages"]["evaluators_s"] >= 0
+    assert t["total_s"] >= sum(steps) + sum(t["stages"].values())
+    for row in METHODS:  # each row's timings are its result's
+        assert t["rows"][row][0]["score_s"] == pytest.approx(result(out, row)["timings"]["score_s"])
+    text = (out / "README.md").read_text()
+    section = text.split("### Run time", 1)[1]
+    assert f"{t['total_s']:.0f} s of wall-clock time" in section
+    assert all(f"| {row} " in section for row in METHODS) and "| corpus " in section
+
+
 def test_report_needs_only_the_protocol_and_the_results(mini, tmp_path, monkeypatch):
     """`talkbench report` on a copied results folder, with an empty TALKBENCH_HOME and no way to
     build or load the dataset: every section is there, figures are redrawn from the saved arrays."""
