@@ -28,7 +28,10 @@ Kinds and their config keys (all optional):
   "feature_encoder". `normalize` (True): zero-mean unit-variance per waveform, as the
   wav2vec2 feature extractor does. `spec_augment` (False): transformers' time masking draws from
   numpy's global generator, which would break the trainer's seeded determinism, so it is off
-  unless asked for.
+  unless asked for. `resample`: "after" (default) runs the whole encoder at 50 Hz and resamples
+  its output to the video frames; "before" resamples the CNN features to the video frames and runs
+  the feature projection and the transformer at the video rate, as FaceFormer's wav2vec2 does (its
+  `linear_interpolation` between the feature extractor and the encoder).
 """
 
 from __future__ import annotations
@@ -220,9 +223,12 @@ class HFSpeechFrontend(AudioFrontend):
 
     def __init__(self, kind: str, pretrained: Optional[str] = None, layers: Optional[Sequence[int]] = None,
                  layer_combine: str = "concat", freeze: str | bool = "none", normalize: bool = True,
-                 spec_augment: bool = False, **sizes: Any) -> None:
+                 spec_augment: bool = False, resample: str = "after", **sizes: Any) -> None:
         super().__init__()
         self.kind = kind
+        if resample not in ("after", "before"):
+            raise ValueError(f"{kind}: resample must be after or before (the transformer), not {resample!r}")
+        self.resample = resample
         config_cls, model_cls = _hf_classes(kind)
         if freeze is True:
             freeze = "feature_encoder"
@@ -267,16 +273,39 @@ class HFSpeechFrontend(AudioFrontend):
             self.encoder.eval()  # a frozen encoder keeps its dropout / layerdrop off
         return self
 
-    def features(self, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if self.resample == "after":
+            return super().forward(audio, num_frames)
+        if audio.ndim != 2:
+            raise ValueError(f"{self.kind}: audio must be B x S, got shape {tuple(audio.shape)}")
+        return self.features(audio, int(num_frames))
+
+    def features(self, audio: torch.Tensor, num_frames: Optional[int] = None) -> torch.Tensor:
+        """The encoder's features at 50 Hz, or with `num_frames` (resample="before") at the video
+        rate: the CNN features resampled to `num_frames` before the projection and transformer."""
         x = audio.float()
         if self.normalize_input:
             x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
         if x.shape[1] < 400:  # the CNN's receptive field: shorter input has no frame
             x = F.pad(x, (0, 400 - x.shape[1]))
+        hidden = self.layers is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze_mode != "all"):
-            out = self.encoder(x, output_hidden_states=self.layers is not None, return_dict=True)
+            if num_frames is None:
+                out = self.encoder(x, output_hidden_states=hidden, return_dict=True)
+                last = out.last_hidden_state
+            else:
+                enc = self.encoder
+                cnn = resample_to_frames(enc.feature_extractor(x).transpose(1, 2), num_frames)
+                projected = enc.feature_projection(cnn)  # wav2vec2: (hidden, normed cnn); hubert: hidden
+                states = projected[0] if isinstance(projected, tuple) else projected
+                if enc.config.apply_spec_augment and self.training:
+                    states = enc._mask_hidden_states(states)
+                out = enc.encoder(states, output_hidden_states=hidden, return_dict=True)
+                last = out.last_hidden_state
+                if getattr(enc, "adapter", None) is not None:
+                    last = enc.adapter(last)
         if self.layers is None:
-            return out.last_hidden_state
+            return last
         chosen = [out.hidden_states[i] for i in self.layers]
         if self.layer_combine == "mean":
             return torch.stack(chosen, dim=0).mean(dim=0)

@@ -82,6 +82,24 @@ def test_layers_select_hidden_states():
         build_frontend("hubert", {"hidden_size": 32, "num_heads": 2, "num_layers": 3, "layers": [5]})
 
 
+@pytest.mark.parametrize("kind", HF_KINDS)
+def test_resample_before_the_transformer(kind):
+    """resample="before" (FaceFormer): at the CNN's own rate it is the plain encoder; at the video
+    rate the transformer runs on the resampled CNN features, which is not resampling its output."""
+    torch.manual_seed(0)
+    before = build_frontend(kind, {"resample": "before"}).eval()
+    after = build_frontend(kind, {}).eval()
+    after.load_state_dict(before.state_dict())
+    audio = _speechy(2, 1.2)
+    native = after.features(audio).shape[1]  # 59 CNN frames for 1.2 s at 16 kHz
+    torch.testing.assert_close(before(audio, native), after(audio, native), atol=1e-5, rtol=1e-5)
+    out = before(audio, 30)
+    assert out.shape == (2, 30, before.dim) and torch.isfinite(out).all()
+    assert not torch.allclose(out, after(audio, 30), atol=1e-3)
+    with pytest.raises(ValueError, match="resample"):
+        build_frontend(kind, {"resample": "sideways"})
+
+
 def test_resample_is_linear_with_aligned_ends():
     x = torch.arange(5, dtype=torch.float32).reshape(1, 5, 1)  # 0..4
     y = resample_to_frames(x, 9)

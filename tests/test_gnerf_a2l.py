@@ -14,9 +14,9 @@ from baselines.audio_frontends import FrontendUnavailable, build_frontend
 from core.types import MethodInput
 from baselines.gnerf_a2l import POINTS, GNerfA2LConfig, GNerfA2LMethod
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera, rotation_matrices
-from baselines.gnerf_a2l.model import (BiasedSelfAttention, DecoderLayer, GNerfA2L, LandmarkEncoder,
-                                       PeriodicPositionalEncoding, alibi_slopes, biased_causal_bias,
-                                       smooth_l1_loss)
+from baselines.gnerf_a2l.model import (AlignedCrossAttention, BiasedSelfAttention, DecoderLayer, GNerfA2L,
+                                       LandmarkEncoder, MLPLandmarkEncoder, PeriodicPositionalEncoding,
+                                       alibi_slopes, biased_causal_bias, smooth_l1_loss)
 from core.errors import CheckpointError
 from core.constants import JAW, MOUTH
 from core.types import Clip
@@ -181,6 +181,59 @@ def test_generate_matches_teacher_forcing_on_its_own_outputs():
         single = net.generate(audio[1:2], ident[1:2], 11)  # batching does not mix clips
     assert torch.allclose(gen, forced, atol=1e-5)
     assert torch.allclose(gen[1:2], single, atol=1e-5)
+
+
+def test_aligned_cross_attention_is_one_hot():
+    """The alignment bias lets frame i see audio frame i only, so the block is exactly the value and
+    output projections of that frame (why the paper replaces it with a linear layer)."""
+    torch.manual_seed(0)
+    block = AlignedCrossAttention(16, 4, dropout=0.0).eval()
+    x, audio = torch.randn(2, 9, 16), torch.randn(2, 9, 16)
+    attn = block.attn
+    w_v, b_v = attn.in_proj_weight[32:], attn.in_proj_bias[32:]
+    with torch.no_grad():
+        out = block(x, audio)
+        expected = attn.out_proj(audio @ w_v.T + b_v)
+        moved = audio.clone()
+        moved[:, 4] += 3.0
+        changed = block(x, moved)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(changed[:, :4], out[:, :4]) and torch.equal(changed[:, 5:], out[:, 5:])
+    assert not torch.allclose(changed[:, 4], out[:, 4])
+    with pytest.raises(ValueError, match="one audio frame per token"):
+        block(x, audio[:, :5])
+
+
+@pytest.mark.parametrize("over", [{"audio_attention": "aligned"},
+                                  {"audio_attention": "aligned", "landmark_encoder": "mlp"}])
+def test_table_ii_variants_decode_like_they_train(over):
+    torch.manual_seed(0)
+    net = _net(**over).eval()
+    if over.get("landmark_encoder") == "mlp":
+        assert isinstance(net.landmark_encoder, MLPLandmarkEncoder)
+    for p in net.output.parameters():
+        p.data.normal_(std=0.05)
+    audio = torch.randn(2, 7 * 640) * 0.1
+    ident = torch.randn(2, len(POINTS), 3) * 0.3
+    with torch.no_grad():
+        gen = net.generate(audio, ident, 7)
+        forced = net(audio, ident, gen)
+    assert torch.allclose(gen, forced, atol=1e-5)
+    net.train()
+    target = torch.randn(2, 7, len(POINTS), 3) * 0.3
+    smooth_l1_loss(net(audio, ident, target), target).backward()
+    assert not _no_grad_params(net)
+
+
+def test_table_ii_rows_are_registered_ablations():
+    assert GNerfA2LMethod.ablations == ("gnerf_a2l_align", "gnerf_a2l_me")
+    base = build_method("gnerf_a2l", "tiny")
+    align, me = build_method("gnerf_a2l_align", "tiny"), build_method("gnerf_a2l_me", "tiny")
+    assert (base.config.landmark_encoder, base.config.audio_attention) == ("transformer", "linear")
+    assert (align.config.landmark_encoder, align.config.audio_attention) == ("transformer", "aligned")
+    assert (me.config.landmark_encoder, me.config.audio_attention) == ("mlp", "aligned")
+    assert base.config.resample == "before" and build_method("gnerf_a2l", "paper").config.resample == "before"
+    assert {"gnerf_a2l_align", "gnerf_a2l_me"} <= set(available_methods())
 
 
 # ----------------------------------------------------------------------------- camera

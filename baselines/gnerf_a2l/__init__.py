@@ -22,6 +22,14 @@ Pipeline (see `model.py` for the network, `camera.py` for the geometry):
   identity landmarks through a zero-initialised output layer (the paper's second measure).
 - Loss: smooth L1 (eq. 2) on the coordinates in percent of the jaw width (its quadratic zone is
   then ~1 % of the face width, about 1.3 px at synthtalk's scale).
+- Audio rate: wav2vec2's CNN features are resampled to the video frames *before* its transformer
+  (`resample="before"`), as FaceFormer and the paper's public code do, so the transformer runs at
+  the video rate.
+- Table II variants (registered, `talkbench run --ablations`): `gnerf_a2l_align` keeps FaceFormer's
+  biased cross-modal attention with the alignment mask ("w TE, w alignment bias") instead of the
+  linear layer, and `gnerf_a2l_me` also replaces the transformer landmark encoder by
+  Linear-ReLU-Linear on the flattened landmarks ("w ME, w alignment bias"); `gnerf_a2l` is "w TE,
+  w/o alignment bias". Hidden width of the MLP encoder: `lm_channels`.
 - Start token / style: FaceFormer starts from a one-hot speaker style and adds it to every input;
   test speakers are unseen here, so the style is E_lm(identity landmarks).
 - Training is teacher-forced (the paper's pre-training setting); prediction decodes the whole clip
@@ -93,6 +101,9 @@ class GNerfA2LConfig(TorchMethodConfig):
     space: str = "auto"  # auto | 3d | 2d
     loss_scale: float = 100.0  # coordinates in percent of the jaw width inside the smooth-L1
     camera_frames: int = 1500  # frames used to fit the head camera
+    resample: str = "before"  # wav2vec2 CNN features -> video rate before its transformer (FaceFormer)
+    landmark_encoder: str = "transformer"  # transformer (TE) | mlp (ME, Table II)
+    audio_attention: str = "linear"  # linear (the paper) | aligned (FaceFormer's alignment bias, Table II)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(epochs=45, lr=2e-3, lr_min=1e-4, batch_size=8, window_frames=64, epoch_mode="one_per_clip",
@@ -159,6 +170,7 @@ class GNerfA2LMethod(TorchMethod):
     outputs = frozenset({"landmarks"})
     Config = GNerfA2LConfig
     points = POINTS
+    ablations = ("gnerf_a2l_align", "gnerf_a2l_me")
 
     def __init__(self, config: Optional[GNerfA2LConfig] = None) -> None:
         super().__init__(config)
@@ -199,7 +211,7 @@ class GNerfA2LMethod(TorchMethod):
     # -- model -------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
         cfg = self.config
-        opts: dict[str, Any] = {"pretrained": cfg.pretrained, "freeze": cfg.freeze}
+        opts: dict[str, Any] = {"pretrained": cfg.pretrained, "freeze": cfg.freeze, "resample": cfg.resample}
         if cfg.pretrained is None:
             opts.update(hidden_size=cfg.fe_hidden, num_layers=cfg.fe_num_layers, num_heads=cfg.fe_heads,
                         conv_dim=cfg.fe_conv_dim)
@@ -207,7 +219,8 @@ class GNerfA2LMethod(TorchMethod):
         net = GNerfA2L(frontend, points=len(POINTS), d_model=cfg.d_model, heads=cfg.heads, layers=cfg.layers,
                        ff=cfg.ff, dropout=cfg.dropout, period=cfg.period, lm_channels=cfg.lm_channels,
                        lm_heads=cfg.lm_heads, lm_layers=cfg.lm_layers, lm_ff=cfg.lm_ff,
-                       lm_dropout=cfg.lm_dropout)
+                       lm_dropout=cfg.lm_dropout, landmark_encoder=cfg.landmark_encoder,
+                       audio_attention=cfg.audio_attention)
         geo = self.geometry
         camera = geo.camera.to_array() if geo.camera is not None else np.zeros(7)
         return GNerfModule(net, camera, geo.depth, geo.space3d)
@@ -261,4 +274,31 @@ class GNerfA2LMethod(TorchMethod):
         return Prediction(inp.clip_id, landmarks=pixels.astype(np.float32), points=POINTS)
 
 
-__all__ = ["POINTS", "GNerfA2LConfig", "GNerfA2LMethod", "Geometry"]
+@dataclass
+class GNerfA2LAlignConfig(GNerfA2LConfig):
+    audio_attention: str = "aligned"
+
+
+@register
+class GNerfA2LAlign(GNerfA2LMethod):
+    name = "gnerf_a2l_align"
+    description = "Gaussian-landmark NeRF stage 1, Table II: w TE, w alignment bias (FaceFormer's aligned cross-attention)"
+    Config = GNerfA2LAlignConfig
+    ablations = ()
+
+
+@dataclass
+class GNerfA2LMEConfig(GNerfA2LConfig):
+    audio_attention: str = "aligned"
+    landmark_encoder: str = "mlp"
+
+
+@register
+class GNerfA2LME(GNerfA2LMethod):
+    name = "gnerf_a2l_me"
+    description = "Gaussian-landmark NeRF stage 1, Table II: w ME (MLP landmark encoder), w alignment bias"
+    Config = GNerfA2LMEConfig
+    ablations = ()
+
+
+__all__ = ["POINTS", "GNerfA2LConfig", "GNerfA2LMethod", "Geometry", "GNerfA2LAlign", "GNerfA2LME"]

@@ -11,6 +11,9 @@ FaceFormer's decoder layer has biased cross-modal attention whose alignment mask
 only audio frame i; its attention weights are then exactly one-hot, so the block reduces to the
 value and output projections applied to f_a[i]. The paper drops it for "a simple linear network";
 `DecoderLayer.audio` is that linear map of the time-aligned audio token, added as a residual.
+Table II's "w alignment bias" rows keep FaceFormer's block (`audio_attention="aligned"`:
+`AlignedCrossAttention`), and its "ME" row replaces the transformer landmark encoder with the
+flattened landmarks through Linear-ReLU-Linear (`MLPLandmarkEncoder`).
 
 The self-attention bias is FaceFormer's ALiBi variant: head h adds `-m_h * floor((i - j) / p)` to
 the score of query i on key j <= i (m_h: ALiBi's geometric slopes), and future keys are masked.
@@ -102,13 +105,37 @@ class BiasedSelfAttention(nn.Module):
         return self.out(out.transpose(1, 2).reshape(b, q_len, d)), (k, v)
 
 
-class DecoderLayer(nn.Module):
-    """Post-norm decoder layer: biased causal self-attention, aligned-audio linear, feed-forward."""
+class AlignedCrossAttention(nn.Module):
+    """FaceFormer's biased cross-modal attention: queries are the decoder tokens, keys and values
+    the audio features at the video rate, and the alignment mask lets frame i attend to audio
+    frame i only (the paper's "alignment bias", Table II)."""
 
-    def __init__(self, d_model: int, heads: int, ff: int, dropout: float = 0.1) -> None:
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.1) -> None:
         super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != audio.shape[1]:
+            raise ValueError(f"aligned attention needs one audio frame per token: {x.shape[1]} tokens, "
+                             f"{audio.shape[1]} audio frames")
+        n = x.shape[1]
+        mask = torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).fill_diagonal_(0.0)
+        return self.attn(x, audio, audio, attn_mask=mask, need_weights=False)[0]
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm decoder layer: biased causal self-attention, aligned-audio linear (or, with
+    `audio_attention="aligned"`, FaceFormer's aligned cross-attention), feed-forward."""
+
+    def __init__(self, d_model: int, heads: int, ff: int, dropout: float = 0.1,
+                 audio_attention: str = "linear") -> None:
+        super().__init__()
+        if audio_attention not in ("linear", "aligned"):
+            raise ValueError(f"audio_attention must be linear or aligned, not {audio_attention!r}")
         self.attn = BiasedSelfAttention(d_model, heads, dropout)
-        self.audio = nn.Linear(d_model, d_model)
+        self.audio = (nn.Linear(d_model, d_model) if audio_attention == "linear"
+                      else AlignedCrossAttention(d_model, heads, dropout))
+        self.audio_attention = audio_attention
         self.ff = nn.Sequential(nn.Linear(d_model, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d_model))
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.drop1, self.drop2, self.drop3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
@@ -116,7 +143,8 @@ class DecoderLayer(nn.Module):
     def forward(self, x, audio, bias, cache=None):
         attn, new_cache = self.attn(x, bias, cache)
         x = self.norm1(x + self.drop1(attn))
-        x = self.norm2(x + self.drop2(self.audio(audio)))
+        a = self.audio(audio) if self.audio_attention == "linear" else self.audio(x, audio)
+        x = self.norm2(x + self.drop2(a))
         x = self.norm3(x + self.drop3(self.ff(x)))
         return x, new_cache
 
@@ -147,6 +175,17 @@ class LandmarkEncoder(nn.Module):
         return self.proj(self.encoder(x)[:, 0]).reshape(*lead, -1)
 
 
+class MLPLandmarkEncoder(nn.Module):
+    """Table II's "ME": one frame's flattened `P x 3` landmarks through Linear-ReLU-Linear."""
+
+    def __init__(self, points: int, d_model: int, hidden: int = 512, in_dims: int = 3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(points * in_dims, hidden), nn.ReLU(), nn.Linear(hidden, d_model))
+
+    def forward(self, lmk: torch.Tensor) -> torch.Tensor:
+        return self.net(lmk.flatten(-2))
+
+
 class GNerfA2L(nn.Module):
     """E_aud + E_lm + D_a2l. Landmarks are `B x T x P x 3` in the method's normalised coordinates.
 
@@ -159,14 +198,22 @@ class GNerfA2L(nn.Module):
     def __init__(self, frontend: nn.Module, *, points: int, d_model: int = 64, heads: int = 4,
                  layers: int = 2, ff: int = 512, dropout: float = 0.1, period: int = 25,
                  lm_channels: int = 512, lm_heads: int = 16, lm_layers: int = 2, lm_ff: int = 2048,
-                 lm_dropout: float = 0.1) -> None:
+                 lm_dropout: float = 0.1, landmark_encoder: str = "transformer",
+                 audio_attention: str = "linear") -> None:
         super().__init__()
         self.frontend = frontend
         self.points, self.heads, self.period = int(points), int(heads), int(period)
         self.audio_proj = nn.Linear(int(frontend.dim), d_model)
-        self.landmark_encoder = LandmarkEncoder(points, d_model, lm_channels, lm_heads, lm_layers, lm_ff, lm_dropout)
+        if landmark_encoder == "transformer":
+            self.landmark_encoder = LandmarkEncoder(points, d_model, lm_channels, lm_heads, lm_layers, lm_ff,
+                                                    lm_dropout)
+        elif landmark_encoder == "mlp":
+            self.landmark_encoder = MLPLandmarkEncoder(points, d_model, lm_channels)
+        else:
+            raise ValueError(f"landmark_encoder must be transformer or mlp, not {landmark_encoder!r}")
         self.ppe = PeriodicPositionalEncoding(d_model, period, dropout)
-        self.layers = nn.ModuleList([DecoderLayer(d_model, heads, ff, dropout) for _ in range(layers)])
+        self.layers = nn.ModuleList([DecoderLayer(d_model, heads, ff, dropout, audio_attention)
+                                     for _ in range(layers)])
         self.output = nn.Linear(d_model, points * 3)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
