@@ -106,6 +106,16 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     return cli_perf_prepare(args)
 
 
+def _cmd_site(args: argparse.Namespace) -> int:
+    from bench.site import build_site
+    from core.paths import repo_root
+
+    root = Path(args.results) if args.results else repo_root() / "results"
+    index = build_site(root, Path(args.out) if args.out else None)
+    print(f"site: {index} (open it in a browser; no server needed)")
+    return 0
+
+
 def _cmd_protocols(args: argparse.Namespace) -> int:
     from bench.protocol import list_protocols, load_protocol
 
@@ -158,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results")
     p.add_argument("--print", action="store_true", help="print the report")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("site", help="build the static leaderboard page (results/site/) from every results folder")
+    p.add_argument("--results", help="the folder holding one results folder per protocol (default: results/)")
+    p.add_argument("--out", help="output folder (default: <results>/site)")
+    p.set_defaults(func=_cmd_site)
 
     p = sub.add_parser("data", help="build synthtalk, or check / prepare a real dataset for a protocol")
     p.add_argument("what", help="synthtalk (build the embedded corpus), check or prepare")

@@ -52,7 +52,7 @@ def _styled(text: str, mark: Optional[str]) -> str:
     return f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text
 
 
-def _order(protocol: Protocol, rows: list[dict]) -> list[dict]:
+def order_rows(protocol: Protocol, rows: list[dict]) -> list[dict]:
     listed = [m.row for m in protocol.methods]
     return sorted(rows, key=lambda r: (listed.index(r["row"]) if r["row"] in listed else len(listed), r["row"]))
 
@@ -289,65 +289,87 @@ def _decimals(values) -> int:
     return max(found) if found else 3
 
 
-def reference_tables(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
-    """Each transcribed paper table in the paper's layout: its rows in order, its columns with arrows,
-    best bold / second underlined among the paper's ranked rows. A paper row whose `ours` method has
-    a result is followed by that talkbench row; talkbench rows no paper row names come last. Values
-    in a unit the metric does not use (`scale`) are shown in the paper's unit on both sides."""
+def reference_table_data(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[dict]:
+    """Each transcribed paper table as data, in the paper's layout: its rows in order, each paper row
+    whose `ours` method has a result followed by that talkbench row, talkbench rows no paper row
+    names last. Per table: `title`, `caption`, `setting` (the setting column's name or None),
+    `columns` [{label, arrow, unit}], `rows` [{method, setting, source ("paper", "talkbench" or
+    "talkbench (not run)"), cells {label: (value in the paper's unit or None, text)}, ranked,
+    marks {label: "best" | "second"}}] (best / second among the ranked rows of each source) and
+    `notes`. Values in a unit the metric does not use (`scale`) are in the paper's unit on both
+    sides. The markdown report (`reference_tables`) and the web page (`bench.site`) render it."""
     directions = {label: i.get("higher_is_better") for label, i in info.items()}
     by_row = {r["row"]: r for r in rows}
-    lines = []
+    tables = []
     for ref in protocol.reference_results:
         cols = reference_columns(ref, protocol)
         scale, unit = ref.get("scale", {}), ref.get("unit", {})
-        lines += ["", f"### Paper: {ref['source']}, {ref['table']}", ""]
-        if ref.get("caption"):
-            lines += [f"> {ref['table']}: {ref['caption']}", ""]
-        setting = ref.get("setting_column")
-        head = ["Method"] + ([setting] if setting else []) + ["Source"]
-        for c in cols:
-            arrow = {True: " ↑", False: " ↓"}.get(directions.get(c), "")
-            head.append(f"{c}{arrow}" + (f" ({unit[c]})" if c in unit else ""))
         digits = {c: _decimals(r["values"].get(c) for r in ref["rows"]) for c in cols}
-        # Each entry: (method, setting, source, {label: (value in the paper's unit, text)}, ranked)
-        table: list[tuple[str, str, str, dict, bool]] = []
+        table: list[dict] = []
         claimed = set()
         for r in ref["rows"]:
             cells = {c: (r["values"].get(c), _printed(r["values"].get(c), digits[c])) for c in cols}
-            table.append((r["method"], r.get("setting") or "", "paper", cells, r.get("ranked", True)))
+            table.append({"method": r["method"], "setting": r.get("setting") or "", "source": "paper",
+                          "cells": cells, "ranked": r.get("ranked", True)})
             ours = r.get("ours")
             if ours and rows:
                 claimed.add(ours)
                 result = by_row.get(ours)
                 tb = {c: _talkbench_cell(result, c, scale.get(c, 1), digits[c])
                       for c in cols} if result else {c: (None, "—") for c in cols}
-                source = "talkbench" if result else "talkbench (not run)"
-                table.append((f"{ours}", "", source, tb, result is not None and ours != "ground_truth"))
+                table.append({"method": ours, "setting": "", "source": "talkbench" if result else "talkbench (not run)",
+                              "cells": tb, "ranked": result is not None and ours != "ground_truth"})
         for row in rows:
             if row["row"] not in claimed:
-                tb = {c: _talkbench_cell(row, c, scale.get(c, 1), digits[c])
-                      for c in cols}
-                table.append((row["row"], "", "talkbench", tb, row["row"] != "ground_truth"))
-        marks = {}
+                tb = {c: _talkbench_cell(row, c, scale.get(c, 1), digits[c]) for c in cols}
+                table.append({"method": row["row"], "setting": "", "source": "talkbench", "cells": tb,
+                              "ranked": row["row"] != "ground_truth"})
+        for entry in table:
+            entry["marks"] = {}
         for source in ("paper", "talkbench"):
             for c in cols:
-                values = {i: t[3][c][0] for i, t in enumerate(table)
-                          if t[2] == source and t[4] and t[3][c][0] is not None}
-                marks.update({(i, c): m for i, m in rank_marks(values, bool(directions.get(c))).items()})
-        body = []
-        for i, (method, set_cell, source, cells, _) in enumerate(table):
-            out = [method] + ([set_cell] if setting else []) + [source]
-            out += [_styled(cells[c][1], marks.get((i, c))) if cells[c][0] is not None else cells[c][1] for c in cols]
-            body.append(out)
-        lines += markdown_table(head, body)
+                values = {i: t["cells"][c][0] for i, t in enumerate(table)
+                          if t["source"] == source and t["ranked"] and t["cells"][c][0] is not None}
+                for i, mark in rank_marks(values, bool(directions.get(c))).items():
+                    table[i]["marks"][c] = mark
+        notes = []
         by_factor: dict[tuple, list[str]] = {}
         for c, factor in scale.items():
             by_factor.setdefault((unit.get(c, "the paper's unit"), factor), []).append(c)
         for (name, factor), labels in by_factor.items():
-            lines += ["", f"{', '.join(labels)}: printed in {name}; talkbench value = paper value × {factor:g}, "
-                          "and talkbench rows are shown in the paper's unit."]
+            notes.append(f"{', '.join(labels)}: printed in {name}; talkbench value = paper value × {factor:g}, "
+                         "and talkbench rows are shown in the paper's unit.")
         if ref.get("note"):
-            lines += ["", f"Note: {ref['note']}"]
+            notes.append(f"Note: {ref['note']}")
+        tables.append({"title": f"Paper: {ref['source']}, {ref['table']}", "table": ref["table"],
+                       "caption": ref.get("caption"), "setting": ref.get("setting_column"),
+                       "columns": [{"label": c, "arrow": {True: "↑", False: "↓"}.get(directions.get(c), ""),
+                                    "unit": unit.get(c)} for c in cols],
+                       "rows": table, "notes": notes})
+    return tables
+
+
+def reference_tables(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
+    """The paper tables of `reference_table_data` as markdown (best bold, second underlined)."""
+    lines = []
+    for t in reference_table_data(protocol, rows, info):
+        lines += ["", f"### {t['title']}", ""]
+        if t["caption"]:
+            lines += [f"> {t['table']}: {t['caption']}", ""]
+        setting = t["setting"]
+        head = ["Method"] + ([setting] if setting else []) + ["Source"]
+        head += [f"{c['label']}{' ' + c['arrow'] if c['arrow'] else ''}" + (f" ({c['unit']})" if c["unit"] else "")
+                 for c in t["columns"]]
+        body = []
+        for r in t["rows"]:
+            out = [r["method"]] + ([r["setting"]] if setting else []) + [r["source"]]
+            for c in t["columns"]:
+                value, text = r["cells"][c["label"]]
+                out.append(_styled(text, r["marks"].get(c["label"])) if value is not None else text)
+            body.append(out)
+        lines += markdown_table(head, body)
+        for note in t["notes"]:
+            lines += ["", note]
     return lines
 
 
@@ -488,7 +510,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     protocol = load_protocol(protocol) if isinstance(protocol, str) else protocol
     out.mkdir(parents=True, exist_ok=True)
     results = read_results(out)
-    rows = _order(protocol, results.methods)
+    rows = order_rows(protocol, results.methods)
     info = metric_info(protocol, results)
     figure_files = make_figures([r["row"] for r in rows], out / FIGURES_DIR) if figures and rows else []
     n_clips = rows[0]["clips"] if rows else 0
