@@ -55,7 +55,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
     session.write_common(out)
     provenance = {"source": "external predictions", "predictions_dir": portable_path(pred_dir),
                   **session.environment()}
-    result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance)
+    result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance, reencode=args.reencode)
+    if args.reencode and protocol.encode is None:
+        print(f"note: protocol {protocol.id} pins no encoding (`encode:`); --reencode did nothing")
+    enc = result.get("encoding")
+    if enc:
+        print(f"encoding: {enc['as_pinned']} of {enc['clips']} clips in the pinned encoding, "
+              f"{len(enc['differing'])} differ, {len(enc['reencoded'])} re-encoded to the pin")
     write_report(protocol, out)
     for label, m in result["metrics"].items():
         value = "unavailable" if m["unavailable"] else m["value"]
@@ -160,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
     p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
     p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
+    p.add_argument("--reencode", action="store_true",
+                   help="re-encode predictions whose encoding differs from the protocol's `encode:` pin "
+                        "before scoring (they are counted either way)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_score)
 

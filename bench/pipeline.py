@@ -17,12 +17,14 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from core.hashing import file_sha256, key_of
 from core.types import Clip, Prediction
 from bench import figures
 from bench.data.clips import prepare_splits
 from bench.experts import QUALITY_FILE, write_quality
 from bench.experts import resolve as resolve_evaluators
-from bench.predictions import PredictionError, load_prediction, prediction_hash, validate
+from bench.predictions import (PredictionError, encoding_summary, load_prediction, pinned_frames,
+                               prediction_hash, validate)
 from bench.protocol import MetricSpec, Protocol, load_protocol
 from bench.provenance import environment
 from bench.results import DATA_FILE, FIGURES_DIR, clip_table, portable_path, read_result, write_result
@@ -31,10 +33,13 @@ from bench.scoring import Scorer
 
 
 def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
-                     failures: Optional[dict[str, str]] = None, progress: bool = True, desc: str = "load"
+                     failures: Optional[dict[str, str]] = None, progress: bool = True, desc: str = "load",
+                     reencode: bool = False, encodings: Optional[dict[str, dict]] = None
                      ) -> tuple[dict[str, Prediction], dict[str, str], dict[str, str]]:
     """(predictions, content keys, failures) of a predictions folder for these clips: a clip whose
-    file is missing, unreadable or malformed is a failure with the reason."""
+    file is missing, unreadable or malformed is a failure with the reason. Under a protocol that
+    pins an encoding, frames come from the videos (`bench.predictions.pinned_frames`; re-encoded
+    to the pin where they differ with `reencode`) and each clip's encoding goes into `encodings`."""
     failures = dict(failures or {})
     predictions: dict[str, Prediction] = {}
     keys: dict[str, str] = {}
@@ -42,8 +47,18 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
         if clip_id in failures:
             continue
         try:
-            predictions[clip_id] = validate(load_prediction(pred_dir, clip, protocol.fps), clip)
-            keys[clip_id] = prediction_hash(pred_dir, clip_id)
+            pred = load_prediction(pred_dir, clip, protocol.fps)
+            key = prediction_hash(pred_dir, clip_id)
+            if protocol.encode is not None:
+                record = pinned_frames(pred_dir, clip, pred, protocol.encode, protocol.fps, reencode)
+                if record is not None:
+                    if encodings is not None:
+                        encodings[clip_id] = record
+                    video = pred_dir / f"{clip_id}.mp4"
+                    key = key_of(key, file_sha256(video) if video.exists() else None, record,
+                                 protocol.encode.to_dict())
+            predictions[clip_id] = validate(pred, clip)
+            keys[clip_id] = key
         except PredictionError as exc:
             failures[clip_id] = str(exc)
         finally:
@@ -54,18 +69,22 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
 def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | dict[str, Prediction],
              keys: Optional[dict[str, str]] = None, provenance: Optional[dict] = None,
              failures: Optional[dict[str, str]] = None, outputs: Optional[list[str]] = None,
-             timings: Optional[dict] = None, progress: bool = True) -> dict:
+             timings: Optional[dict] = None, progress: bool = True, reencode: bool = False,
+             encodings: Optional[dict[str, dict]] = None) -> dict:
     """Score one row's predictions into a result dict (`bench.results` writes it).
 
     `predictions`: a folder of `<clip_id>.npz` / `.mp4` (ours or a user's), or clip id ->
     Prediction with `keys` (clip id -> content key, for the metric cache). `failures`: clips whose
     prediction failed upstream (with the reason); `outputs`: the fields the method declares (by
-    default, what the predictions hold).
+    default, what the predictions hold). Under a pinned encoding, `encodings` (clip -> how its
+    frames were encoded, filled by `load_predictions`) becomes the result's `encoding` summary.
     """
     start = time.perf_counter()
+    encodings = {} if encodings is None else encodings
     if isinstance(predictions, (str, Path)):
         predictions, keys, failures = load_predictions(protocol, scorer.clips, Path(predictions), failures,
-                                                       progress, desc=f"load {row}")
+                                                       progress, desc=f"load {row}", reencode=reencode,
+                                                       encodings=encodings)
     else:
         failures = dict(failures or {})
         if keys is None or set(keys) != set(predictions):
@@ -92,6 +111,7 @@ def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | d
                                 scorer.evaluators),
         "provenance": {**(provenance or {}), "evaluators": evaluator_identities(scorer.evaluators)},
         "timings": timings,
+        "encoding": encoding_summary(protocol.encode, encodings) if protocol.encode is not None else None,
     }
 
 
@@ -174,9 +194,10 @@ class Session:
         scorer = self.scorer(clips, metrics)
         if isinstance(predictions, (str, Path)):  # loaded here to keep the figure clip's prediction
             start = time.perf_counter()
+            kwargs["encodings"] = {}
             predictions, kwargs["keys"], kwargs["failures"] = load_predictions(
                 self.protocol, scorer.clips, Path(predictions), kwargs.get("failures"), self.progress,
-                desc=f"load {row}")
+                desc=f"load {row}", reencode=kwargs.pop("reencode", False), encodings=kwargs["encodings"])
             kwargs["timings"] = {**(kwargs.get("timings") or {}), "load_s": time.perf_counter() - start}
         result = evaluate(self.protocol, scorer, row, predictions, progress=self.progress, **kwargs)
         if out is not None:

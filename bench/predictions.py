@@ -7,7 +7,10 @@ Folder format (also what `talkbench run` writes, and what `talkbench score` read
                         pose (T x 6), motion (T x M)
     DIR/<clip_id>.mp4   optional video (H.264 + AAC); its frames are used when the .npz has none
 
-A clip needs at least one of the two. Frames in the .npz are lossless and win over the .mp4.
+A clip needs at least one of the two. Frames in the .npz are lossless and win over the .mp4,
+except under a protocol that pins an encoding (`encode:`): then the frames scored are those decoded
+from the .mp4 (`pinned_frames`), whose encoding is recorded, so every row is scored through the
+same codec.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import numpy as np
 
 from core.types import Prediction
 from core.types import Clip
-from bench.data.video import VideoError, read_video, write_mp4
+import tempfile
+from typing import Optional
+
+from bench.data.video import Encoding, VideoError, codec_name, probe, read_video, write_encoded, write_mp4
 
 
 class PredictionError(ValueError):
@@ -60,9 +66,10 @@ def validate(pred: Prediction, clip: Clip) -> Prediction:
     return pred
 
 
-def save_prediction(directory: Path, pred: Prediction, clip: Clip) -> Path:
-    """Write `<id>.npz` (exact arrays) and a video with the driving audio: `<id>.mp4` of the frames,
-    or, for landmark-only predictions, `<id>.landmarks.mp4` (a drawing to look at, never scored)."""
+def save_prediction(directory: Path, pred: Prediction, clip: Clip, encoding: Optional[Encoding] = None) -> Path:
+    """Write `<id>.npz` (exact arrays) and a video with the driving audio: `<id>.mp4` of the frames
+    (in `encoding`, the protocol's pin, when given), or, for landmark-only predictions,
+    `<id>.landmarks.mp4` (a drawing to look at, never scored)."""
     directory.mkdir(parents=True, exist_ok=True)
     arrays = {}
     if pred.landmarks is not None:
@@ -75,7 +82,10 @@ def save_prediction(directory: Path, pred: Prediction, clip: Clip) -> Path:
     tmp = npz.with_name(npz.name + ".tmp")
     with open(tmp, "wb") as handle:
         np.savez_compressed(handle, **arrays)
-    if pred.frames is not None:
+    if pred.frames is not None and encoding is not None:
+        write_encoded(directory / f"{pred.clip_id}.mp4", pred.frames, clip.fps, clip.audio, clip.sample_rate,
+                      encoding)
+    elif pred.frames is not None:
         write_mp4(directory / f"{pred.clip_id}.mp4", pred.frames, clip.fps, clip.audio, clip.sample_rate)
     else:
         write_mp4(directory / f"{pred.clip_id}.landmarks.mp4", draw_landmarks(pred, clip), clip.fps,
@@ -111,6 +121,58 @@ def load_prediction(directory: Path, clip: Clip, fps: float) -> Prediction:
             raise PredictionError(f"{clip.id}: {mp4.name} is at {video.fps:g} fps, the protocol at {fps:g}")
         pred.frames = video.frames
     return pred
+
+
+def pinned_frames(directory: Path, clip: Clip, pred: Prediction, encoding: Encoding, fps: float,
+                  reencode: bool = False) -> Optional[dict]:
+    """Under a pinned encoding, replace `pred.frames` by the frames decoded from `<id>.mp4` and
+    return how they were encoded: {source, video_codec, pix_fmt, audio_codec, sample_rate,
+    differs (what differs from the pin; empty when it matches), reencoded}. Frames given only in
+    the .npz (lossless, no video file) differ from any pin. With `reencode`, frames that differ
+    are encoded in the pin (with the clip's audio) and decoded again before scoring. None for a
+    prediction without frames (nothing to encode)."""
+    mp4 = directory / f"{clip.id}.mp4"
+    if mp4.exists():
+        try:
+            info = probe(mp4)
+            video = read_video(mp4)
+        except VideoError as exc:
+            raise PredictionError(f"{clip.id}: {exc}") from exc
+        if abs(video.fps - fps) > 0.01:
+            raise PredictionError(f"{clip.id}: {mp4.name} is at {video.fps:g} fps, the protocol at {fps:g}")
+        pred.frames = video.frames
+        record = {"source": "mp4", "video_codec": codec_name(info.video_codec), "pix_fmt": info.pix_fmt,
+                  "audio_codec": codec_name(info.audio_codec), "sample_rate": info.sample_rate,
+                  "differs": encoding.differences(info)}
+    elif pred.frames is not None:
+        record = {"source": "npz", "video_codec": None, "pix_fmt": None, "audio_codec": None,
+                  "sample_rate": None, "differs": ["lossless frames in the .npz, no video file"]}
+    else:
+        return None
+    record["reencoded"] = False
+    if reencode and record["differs"]:
+        with tempfile.TemporaryDirectory(prefix="talkbench-reencode-") as tmp:
+            path = write_encoded(Path(tmp) / f"{clip.id}.mp4", pred.frames, fps, clip.audio,
+                                 clip.sample_rate or 16000, encoding)
+            pred.frames = read_video(path).frames[: len(pred.frames)]
+        record["reencoded"] = True
+    return record
+
+
+def encoding_summary(encoding: Encoding, records: dict[str, dict]) -> dict:
+    """What a result records of its predictions' encodings under a pin: the pin, how many clips
+    were in it, each differing clip with what differs, the re-encoded clips, and the encodings seen
+    (codec / pixel format / audio codec / rate -> clips)."""
+    seen: dict[str, int] = {}
+    for r in records.values():
+        key = "lossless .npz frames" if r["source"] == "npz" else \
+            f"{r['video_codec']} {r['pix_fmt']} + {r['audio_codec']} {r['sample_rate']} Hz"
+        seen[key] = seen.get(key, 0) + 1
+    return {"pin": encoding.to_dict(), "clips": len(records),
+            "as_pinned": sum(1 for r in records.values() if not r["differs"]),
+            "differing": {c: r["differs"] for c, r in sorted(records.items()) if r["differs"]},
+            "reencoded": sorted(c for c, r in records.items() if r["reencoded"]),
+            "seen": dict(sorted(seen.items()))}
 
 
 def prediction_hash(directory: Path, clip_id: str) -> str:

@@ -21,6 +21,11 @@ A protocol file states only what differs from its base:
 - `split: {rule: explicit, file: splits/mead.yaml}` takes the train/val/test speaker lists from a
   split file (a mapping of split name to list, relative to the folder of the file that names it).
 
+`encode:` (optional) pins how predicted videos are encoded (`bench.data.video.Encoding`: codecs,
+pixel format, CRF or bit rate, audio rate): `talkbench run` writes its videos so and scores the
+frames decoded from them, `talkbench score` records each file's encoding, counts the ones that
+differ and, with `--reencode`, re-encodes those to the pin before scoring.
+
 `extends` and `split.file` are resolved before validation and hashing: `Protocol.raw` and
 `Protocol.hash` are those of the fully resolved protocol, which hashes the same as the same content
 written out in one file, and changes when a base or a split file it uses changes.
@@ -41,6 +46,7 @@ import yaml
 
 from baselines.base import METHODS
 from bench.data.raw import DATASETS
+from bench.data.video import Encoding
 from core.paths import talkbench_home
 from core.registry import Registry
 from faces.crops import CROP_RECIPES
@@ -94,6 +100,7 @@ class Protocol:
     raw: dict[str, Any]
     path: Optional[Path] = None
     evaluators: dict[str, dict[str, Any]] = field(default_factory=dict)  # pinned, see _parse_evaluators
+    encode: Optional[Encoding] = None  # `encode:`, the pinned encoding of predicted videos
 
     @property
     def hash(self) -> str:
@@ -244,6 +251,7 @@ _TOP_KEYS = {
     "id": True, "version": True, "title": False, "description": False, "dataset": True,
     "preprocessing": True, "split": True, "windowing": False, "metrics": True, "methods": False,
     "landmarks_from": False, "bootstrap": False, "reference_results": False, "evaluators": False,
+    "encode": False,
 }
 
 
@@ -295,11 +303,20 @@ def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
     for i, ref in enumerate(refs):
         _check_reference(ref, i, set(labels))
     evaluators = _parse_evaluators(raw.get("evaluators", {}))
+    encode = None
+    if raw.get("encode") is not None:
+        if not isinstance(raw["encode"], dict):
+            raise ProtocolError("encode: expected a mapping (video_codec, pix_fmt, crf or bitrate, "
+                                "audio_codec, sample_rate)")
+        try:
+            encode = Encoding.from_dict(raw["encode"])
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(str(exc)) from None
     return Protocol(
         id=pid, version=version, title=str(raw.get("title", pid)), dataset=dataset_name,
         dataset_options=options, preprocessing=pre, split=split, windowing=windowing,
         metrics=metrics, methods=methods, landmarks_from=landmarks_from, bootstrap=boot,
-        reference_results=tuple(refs), raw=raw, path=path, evaluators=evaluators,
+        reference_results=tuple(refs), raw=raw, path=path, evaluators=evaluators, encode=encode,
     )
 
 

@@ -456,6 +456,27 @@ def floor_lines(floor: Optional[dict]) -> list[str]:
     return lines + markdown_table(list(floor["metrics"]), [[fmt(v["value"]) for v in floor["metrics"].values()]])
 
 
+def encoding_lines(rows: list[dict]) -> list[str]:
+    """Under a pinned encoding: per row, how many clips were scored in the pin, which encodings
+    were seen, and how many differed or were re-encoded."""
+    pinned = [r for r in rows if r.get("encoding")]
+    if not pinned:
+        return []
+    pin = pinned[0]["encoding"]["pin"]
+    quality = f"CRF {pin['crf']}" if pin.get("crf") is not None else f"{pin.get('bitrate')} bit/s"
+    lines = ["", "### Prediction encoding", "",
+             f"The protocol pins {pin['video_codec']} ({quality}, {pin['pix_fmt']}) + {pin['audio_codec']} at "
+             f"{pin['sample_rate']} Hz: rows are scored on the frames decoded from their videos; a "
+             "video in another encoding is counted here, and re-encoded to the pin only by `talkbench "
+             "score --reencode`.", ""]
+    body = []
+    for r in pinned:
+        e = r["encoding"]
+        body.append([r["row"], e["clips"], e["as_pinned"], len(e["differing"]), len(e["reencoded"]),
+                     "; ".join(f"{k}: {v}" for k, v in e["seen"].items())])
+    return lines + markdown_table(["Method", "clips", "in the pin", "differ", "re-encoded", "encodings seen"], body)
+
+
 def provenance_lines(rows: list[dict]) -> list[str]:
     head = ["Method", "preset", "config", "checkpoint sha256", "seed", "device", "commit", "fit/load s",
             "predict s", "score s"]
@@ -556,7 +577,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
             lines += [f"![{caption}](figures/{path.name})", "", f"*{caption}*", ""]
     lines += sanity_lines(results.sanity)
     lines += evaluator_lines(out)
-    lines += ["", "## Provenance", ""] + provenance_lines(rows)
+    lines += ["", "## Provenance", ""] + provenance_lines(rows) + encoding_lines(rows)
     if results.run_timings:
         lines += ["", "### Run time", ""] + run_timing_lines(results.run_timings)
     path = out / "README.md"

@@ -23,6 +23,7 @@ from core.hashing import code_fingerprint, file_sha256, key_of
 from core.paths import talkbench_home
 from core.types import Clip, ClipPair, MethodInput
 from bench.data.clips import clip_hash
+from bench.data.video import Encoding
 from bench.pipeline import Session
 from bench.predictions import PredictionError, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
@@ -125,7 +126,7 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
     timings["fit_or_load_s"] = time.perf_counter() - start
     start = time.perf_counter()
     pred_dir = workdir / "predictions"
-    failures = predict_all(method, splits["test"], pred_dir, progress)
+    failures = predict_all(method, splits["test"], pred_dir, progress, protocol.encode)
     timings["predict_s"] = time.perf_counter() - start
     provenance = {
         "seed": seed, "preset": spec.preset, "config": method.config.to_dict(),
@@ -182,15 +183,17 @@ def train_or_load(method: Method, splits: dict[str, list[Clip]], workdir: Path, 
     return path
 
 
-def predict_all(method: Method, clips: list[Clip], pred_dir: Path, progress: bool = True) -> dict[str, str]:
-    """Predict every test clip not already on disk; return {clip_id: reason} for those that failed."""
+def predict_all(method: Method, clips: list[Clip], pred_dir: Path, progress: bool = True,
+                encoding: Optional[Encoding] = None) -> dict[str, str]:
+    """Predict every test clip not already on disk (videos in `encoding`, the protocol's pin, when
+    given); return {clip_id: reason} for those that failed."""
     failures = {}
     for clip in tqdm(clips, desc=f"predict {method.name}", disable=not progress, leave=False):
         if (pred_dir / f"{clip.id}.npz").exists():
             continue
         try:
             pred = method.predict(MethodInput.from_clip(clip, method.inputs))
-            save_prediction(pred_dir, validate(pred, clip), clip)
+            save_prediction(pred_dir, validate(pred, clip), clip, encoding)
         except PredictionError as exc:
             failures[clip.id] = str(exc)
         except Exception as exc:  # one clip's crash is that clip's failure, not the run's

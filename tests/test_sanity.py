@@ -53,6 +53,15 @@ def test_perturbations(clips):
     still = sanity.perturb("mouth_still", clips, settings).perturbed[0][1]
     gap = still.landmarks[:, 66, 1] - still.landmarks[:, 62, 1]
     assert gap.std() < 0.1 * (orig.landmarks[:, 66, 1] - orig.landmarks[:, 62, 1]).std()
+    codec = sanity.perturb("codec", clips[:1], settings)
+    (c_h264, p_h264), (c_mpeg4, p_mpeg4) = codec.original[0], codec.perturbed[0]
+    assert p_h264.fields() == {"frames"} and p_h264.frames.shape == clips[0].frames.shape
+    assert len(c_h264.audio) == len(c_mpeg4.audio) == len(clips[0].audio)
+    for frames in (p_h264.frames, p_mpeg4.frames):  # close to the truth, not equal to it
+        err = np.mean((frames.astype(float) - clips[0].frames.astype(float)) ** 2)
+        assert 0 < err < 100
+    assert not np.array_equal(p_h264.frames, p_mpeg4.frames)
+    assert np.corrcoef(c_h264.audio, clips[0].audio)[0, 1] > 0.9
     # data without 3D landmarks: the checks that need them say so
     flat = [replace(c, landmarks3d=None) for c in clips]
     assert "no 3D landmarks" in sanity.perturb("frozen_pose", flat, settings).unavailable
@@ -63,7 +72,8 @@ def test_checks_end_to_end_on_two_clips(clips, tmp_path):
     keep = {"M-LD", "M-LVD", "LMD", "PSNR", "CPBD", "Diversity", "BeatAlign", "AU-F1", "LSE-C"}
     sub = replace(protocol, metrics=tuple(s for s in protocol.metrics
                                           if s.label in keep))  # the official LSE-C only
-    rows = sanity.run_checks(sub, clips, sanity.Settings(clips=2))
+    rows = sanity.run_checks(sub, clips, sanity.Settings(clips=2),
+                             checks=tuple(c for c in sanity.CHECKS if c != "codec"))
     by = {(r.check, r.metric): r for r in rows}
     for key in [("blur", "PSNR"), ("blur", "CPBD"), ("landmark_jitter", "M-LD"),
                 ("landmark_jitter", "M-LVD"), ("landmark_jitter", "LMD"), ("frozen_pose", "Diversity"),
@@ -89,6 +99,18 @@ def test_checks_end_to_end_on_two_clips(clips, tmp_path):
     report = write_report(protocol, out, figures=False).read_text()
     assert "## Metric sanity checks" in report
     assert ["blur", "PSNR", "100.000"] in [_cells(line)[:3] for line in report.splitlines()]
+
+
+def test_codec_check_measures_every_metric(clips):
+    """The codec check reports each metric's change , no direction."""
+    protocol = load_protocol("synthtalk")
+    sub = replace(protocol, metrics=tuple(s for s in protocol.metrics if s.label in {"PSNR", "SSIM"}))
+    rows = sanity.run_checks(sub, clips[:1], sanity.Settings(clips=1), checks=("codec",))
+    assert {r.metric for r in rows} == {"PSNR", "SSIM"}
+    for row in rows:
+        assert row.verdict == "measured" and row.original is not None and row.perturbed != row.original
+    psnr = next(r for r in rows if r.metric == "PSNR")
+    assert 30 < psnr.original < 100.0  # H.264 already moved the frames, a little
 
 
 def _cells(line: str) -> list[str]:

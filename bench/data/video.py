@@ -23,25 +23,112 @@ class VideoData:
     sample_rate: Optional[int]
 
 
+CODEC_NAMES = {"libx264": "h264", "libmp3lame": "mp3", "mp3float": "mp3", "mp2float": "mp2",
+               "libopus": "opus", "libvpx-vp9": "vp9"}  # encoder / decoder name -> the codec's name
+ENCODERS = {"h264": "libx264", "mp3": "libmp3lame"}  # codec name -> the encoder PyAV writes it with
+
+
+def codec_name(name: Optional[str]) -> Optional[str]:
+    """The codec's own name for an encoder or decoder name (libx264 -> h264, mp3float -> mp3)."""
+    return None if name is None else CODEC_NAMES.get(name, name)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a video is encoded: what a protocol's `encode:` pins and what `write_encoded` writes.
+
+    Codecs by their ffmpeg codec names (h264, mpeg4, aac, mp2, ...). `crf` (x264/x265) or
+    `bitrate` (bits/s, other codecs) set the quality when writing; neither can be read back from a
+    file, so a file matches an encoding when its codecs, pixel format and audio rate do. MPEG audio
+    layer II in an mp4 container reads back as mp3 (the two share the mp4 object type)."""
+
+    video_codec: str = "h264"
+    pix_fmt: str = "yuv420p"
+    crf: Optional[int] = 18
+    bitrate: Optional[int] = None
+    audio_codec: Optional[str] = "aac"
+    sample_rate: Optional[int] = 16000
+
+    KEYS = ("video_codec", "pix_fmt", "crf", "bitrate", "audio_codec", "sample_rate")
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Encoding":
+        unknown = sorted(set(raw) - set(cls.KEYS))
+        if unknown:
+            raise ValueError(f"encode: unknown key(s) {unknown}; known: {list(cls.KEYS)}")
+        enc = cls(**{**{"crf": None if raw.get("bitrate") else 18}, **raw})
+        for name in (enc.video_codec, enc.audio_codec):
+            if name is not None:
+                try:
+                    av.codec.Codec(ENCODERS.get(name, name), "w")
+                except Exception:
+                    raise ValueError(f"encode: no encoder for codec {name!r} in this ffmpeg") from None
+        if enc.crf is not None and not (isinstance(enc.crf, int) and 0 <= enc.crf <= 51):
+            raise ValueError(f"encode: crf must be an integer 0..51, got {enc.crf!r}")
+        if enc.crf is not None and enc.bitrate is not None:
+            raise ValueError("encode: give crf or bitrate, not both")
+        if enc.bitrate is not None and not (isinstance(enc.bitrate, int) and enc.bitrate > 0):
+            raise ValueError(f"encode: bitrate must be a positive integer (bits/s), got {enc.bitrate!r}")
+        if enc.sample_rate is not None and not (isinstance(enc.sample_rate, int) and enc.sample_rate > 0):
+            raise ValueError(f"encode: sample_rate must be a positive integer, got {enc.sample_rate!r}")
+        return enc
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.KEYS}
+
+    def differences(self, info: "MediaInfo") -> list[str]:
+        """What of `info` differs from this encoding (empty: it matches)."""
+        out = []
+        if codec_name(info.video_codec) != self.video_codec:
+            out.append(f"video codec {codec_name(info.video_codec)} (pinned {self.video_codec})")
+        if info.pix_fmt != self.pix_fmt:
+            out.append(f"pixel format {info.pix_fmt} (pinned {self.pix_fmt})")
+        audio = codec_name(info.audio_codec)
+        pinned_audio = "mp3" if self.audio_codec == "mp2" and info.format.startswith("mov") else self.audio_codec
+        if self.audio_codec is not None and audio != pinned_audio:
+            out.append(f"audio codec {audio} (pinned {self.audio_codec})")
+        if self.sample_rate is not None and info.audio_codec is not None and info.sample_rate != self.sample_rate:
+            out.append(f"audio rate {info.sample_rate} Hz (pinned {self.sample_rate})")
+        return out
+
+
+DEFAULT_ENCODING = Encoding()  # what talkbench writes when nothing is pinned: H.264 CRF 18 + AAC
+
+
 def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.ndarray] = None,
               sample_rate: int = 16000, crf: int = 18) -> Path:
     """Write uint8 T x H x W x 3 RGB frames (and mono float audio in [-1, 1]) as H.264 + AAC."""
+    return write_encoded(path, frames, fps, audio, sample_rate,
+                         Encoding(crf=crf, sample_rate=None))
+
+
+def write_encoded(path: Path, frames: np.ndarray, fps: float, audio: Optional[np.ndarray],
+                  sample_rate: int, encoding: Encoding) -> Path:
+    """Write frames (+ mono audio, resampled to the encoding's rate) in `encoding`; the container
+    follows the suffix (.mp4 by default)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = _even_frames(frames)
-    tmp = path.with_name(path.name + ".tmp.mp4")
+    tmp = path.with_name(path.name + ".tmp" + (path.suffix or ".mp4"))
     with av.open(str(tmp), mode="w") as container:
-        vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        vcodec = ENCODERS.get(encoding.video_codec, encoding.video_codec)
+        vstream = container.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
         vstream.width, vstream.height = frames.shape[2], frames.shape[1]
-        vstream.pix_fmt = "yuv420p"
-        vstream.options = {"crf": str(crf), "preset": "veryfast"}
+        vstream.pix_fmt = encoding.pix_fmt
+        if encoding.crf is not None and vcodec in ("libx264", "libx265"):
+            vstream.options = {"crf": str(encoding.crf), "preset": "veryfast"}
+        elif encoding.bitrate is not None:
+            vstream.bit_rate = int(encoding.bitrate)
+        else:
+            vstream.bit_rate = 1_500_000  # the low default bit rate of the old codecs smears faces
         astream = None
-        if audio is not None:
-            astream = container.add_stream("aac", rate=sample_rate)
+        rate = encoding.sample_rate or sample_rate
+        if audio is not None and encoding.audio_codec is not None:
+            astream = container.add_stream(ENCODERS.get(encoding.audio_codec, encoding.audio_codec), rate=rate)
             astream.layout = "mono"
         _encode_frames(container, vstream, frames)
         if astream is not None:
-            _encode_audio(container, astream, audio, sample_rate)
+            _encode_audio(container, astream, _resample(audio, sample_rate, rate), rate)
     tmp.replace(path)
     return path
 
@@ -230,6 +317,7 @@ class MediaInfo:
     video_duration: Optional[float]
     audio_duration: Optional[float]
     video_packets: int
+    pix_fmt: Optional[str] = None
 
 
 def probe(path: Path) -> MediaInfo:
@@ -274,6 +362,7 @@ def probe(path: Path) -> MediaInfo:
                 duration=0.0, header_duration=header,
                 video_duration=_stream_span(v, ends), audio_duration=_stream_span(a, ends),
                 video_packets=video_packets,
+                pix_fmt=v.codec_context.pix_fmt if v is not None else None,
             )
     except av.error.FFmpegError as exc:
         raise VideoError(f"{path}: unreadable container ({exc})") from exc
