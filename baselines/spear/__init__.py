@@ -288,11 +288,11 @@ class SpearMethod(TorchMethod):
         workdir = Path(workdir) if workdir else None
         self.stage1.fit(train, val, device=device, seed=seed, workdir=workdir / "stage1" if workdir else None)
         self._small = {}
-        self._vae = self._fit_vae(train, device, seed, workdir)
+        self._vae = self.fit_vae(train, device, seed, workdir)
         super().fit(train, val, device=device, seed=seed, workdir=workdir)
         self._small = {}
 
-    def _fit_vae(self, train: list[Clip], device: str, seed: int, workdir) -> nn.Module:
+    def fit_vae(self, train: list[Clip], device: str, seed: int, workdir) -> nn.Module:
         cfg = self.config
         if cfg.vae == "sd":
             return latent_vae.load_sd_vae(cfg.vae_path).to(device)
