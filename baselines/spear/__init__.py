@@ -33,7 +33,8 @@ under `stage1.`. Stage 2 (`model.py`):
   is not in the paper: N = 4 residual blocks per generator, 256 channels, SPADE hidden width 128,
   after IP_LAP's renderer (SPADE blocks of 256 channels in its DenseFlowNetwork, SPADE's default
   128-channel hidden layer). Parameter counts (SpadeNet G1 + G2 / discriminator / VAE, frozen):
-  paper 25.1M / 2.8M / 83.7M; tiny 0.13M / 0.04M / 0.60M (`test_spear.py` prints them).
+  paper 20.8M (G1 9.5M, G2 11.3M) / 2.8M / 83.7M; tiny 0.25M (G1 0.12M,
+  G2 0.14M; spear_no_flow 0.12M) / 0.04M / 0.24M.
 
 Departures from the paper, and why:
 - The "masked target frame": talkbench methods get no driving video (only its pose), so at
