@@ -46,14 +46,16 @@ Departures from the paper, and why:
   gamma the paper does not give). An epoch at `paper` is one pass over every training frame
   (`epoch_mode="all_windows"` with 1-frame windows).
 
-Tiny preset (a CPU recipe for synthtalk, fit of VAE + stage 1 + stage 2 in about two minutes on
-two cores): frames are rendered and generated at `size` = 64 px and resized (bicubic) to the
-protocol's frame size; the VAE is a small AutoencoderKL (32/64/64 channels, 4x downsampling:
-latents 4 x 16 x 16) trained by talkbench on train-split frames for `vae_steps` steps (L1 + KL,
-`baselines.latent_vae.train_autoencoder`) and kept in this checkpoint; N = 2 blocks of 32
-channels; lr 2e-3; the perceptual term is off (lambda_p = 0): a VGG19 forward and backward pass per
-step costs more than the whole tiny budget on two cores, and random VGG weights would not be the
-ImageNet perceptual space anyway.
+Tiny preset (a CPU recipe for synthtalk: VAE + stage 1 + stage 2 fitted in about two minutes on
+two cores): frames, sketches and generated frames are 64 px (`size`), resized (bicubic) to the
+protocol's frame size; the VAE is a small AutoencoderKL (16/32/32 channels, 4x downsampling:
+latents 4 x 16 x 16) trained by talkbench on train-split frames for `vae_steps` = 100 steps of 8
+frames (L1 + KL, `baselines.latent_vae.train_autoencoder`), kept in this checkpoint (and cached in
+the run folder); stage 1 is spear_a2l's tiny preset with 30 epochs instead of 60; SPADE-Net has N
+= 2 blocks of 32 channels; 12 epochs of one frame per training clip, batch 8, lr 2e-3, gradient
+norm clipped at 1 (the high learning rate's spikes, as spear_a2l's tiny preset); the perceptual
+term is off (lambda_p = 0): a VGG19 forward and backward pass per step costs more than the whole
+tiny budget on two cores, and random VGG weights would not be the ImageNet perceptual space anyway.
 """
 
 from __future__ import annotations
