@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -204,3 +205,43 @@ def test_wide_person_specific_video_is_not_stretched_silently(tmp_path):
     assert "640x360" in manifest["entries"]["may"]["detail"]
     with pytest.raises(ValueError, match="no item could be prepared"):
         load_splits(protocol, progress=False, root=tree.root)
+
+
+def test_spear_mead_pose_and_spear_run(tmp_path):
+    """SPEAR's MEAD protocols give spear_a2l a real head pose (PnP on the detected landmarks, not
+    constant), and spear_t2_mead runs `spear` end to end on a fake MEAD tree (dlib for FAN, whose
+    weights are a download; spear's tiny preset cut to a few steps to keep the test short)."""
+    from baselines import build_method
+    from baselines.spear_a2l import relative_pose
+    from core.types import MethodInput
+
+    for name in ("spear_t1_mead", "spear_t2_mead", "spear_t3_mead"):
+        assert load_protocol(name).preprocessing["pose_backend"] == "pnp", name
+    tree = build_fake_tree("mead", tmp_path / "root", speakers=["M003", "M005", "W009"], clips_per_speaker=2,
+                           seconds=1.2)
+    raw = load_protocol("spear_t2_mead").raw
+    raw["id"] = "fake_spear_t2_mead"
+    raw["preprocessing"].update(landmark_backend="dlib", landmark_params={},
+                                crop_params={**raw["preprocessing"]["crop_params"], "detect_size": 360})
+    raw["split"] = {"rule": "explicit", "train": ["M003", "M005"], "val": [], "test": ["W009"]}
+    stage1 = {"epochs": 2, "window_frames": 12}
+    raw["methods"] = [{"name": "spear", "config": {"epochs": 2, "vae_steps": 3, "stage1": stage1}}]
+    raw["reference_results"] = []
+    path = tmp_path / "fake_spear_t2_mead.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    protocol = load_protocol(path)
+
+    splits = load_splits(protocol, progress=False, root=tree.root)
+    clip = splits["train"][0]
+    assert clip.pose is not None and clip.pose.shape == (clip.num_frames, 6)
+    method = build_method("spear_a2l")
+    rel = relative_pose(MethodInput.from_clip(clip, method.inputs).pose, clip.num_frames)
+    assert np.isfinite(rel).all() and rel.std(axis=0).max() > 0  # the pose input moves
+
+    out = run(str(protocol.path), device="cpu", out_root=tmp_path / "results", progress=False,
+              data_root=tree.root)
+    result = json.loads((out / "spear.json").read_text())
+    assert result["clips"] == len(splits["test"]) > 0
+    for metric in ("PSNR", "SSIM", "FID"):
+        assert metric in result["metrics"], metric
+    assert np.isfinite(result["metrics"]["PSNR"]["value"])

@@ -24,7 +24,9 @@ with the rigid head, which SPEAR gives the network as its pose input rather than
 
 Other choices where the paper is silent (see also `model.py`):
 - Pose input: SPEAR feeds the driving frames' upper-face landmarks (B, T, 2, 74); a talkbench
-  method receives the pose itself, so the pose encoder reads (pose_t - pose_0) per frame, divided
+  method receives the pose itself (on MEAD: solvePnP on the detected landmarks, `_spear.yaml`;
+  frames without an estimate are interpolated from their neighbours, `fill_gaps`), so the pose
+  encoder reads (pose_t - pose_0) per frame, divided
   by the training set's per-component standard deviation (a model buffer, saved in the state).
 - Coordinates: every landmark is expressed relative to the identity frame (its 68-point centroid,
   in units of its jaw width); the network predicts a displacement that is added to the identity
@@ -148,11 +150,25 @@ def frontend_options(cfg: SpearA2LConfig) -> tuple[dict[str, Any], int]:
     return opts, len(layers) if layers else 1
 
 
+def fill_gaps(pose: np.ndarray) -> np.ndarray:
+    """T x K with NaN rows (frames whose pose was not estimated) -> each component linearly
+    interpolated from the nearest estimated frames (held at the ends); all NaN -> zeros."""
+    pose = np.array(pose, dtype=np.float32)
+    t = np.arange(len(pose))
+    for k in range(pose.shape[1]):
+        ok = np.isfinite(pose[:, k])
+        if not ok.any():
+            pose[:, k] = 0
+        elif not ok.all():
+            pose[~ok, k] = np.interp(t[~ok], t[ok], pose[ok, k])
+    return pose
+
+
 def relative_pose(pose: Optional[np.ndarray], num_frames: int) -> np.ndarray:
-    """`pose - pose[0]` (T x 6, float32); zeros when the dataset has no pose."""
+    """`pose - pose[0]` (T x 6, float32, gaps filled by `fill_gaps`); zeros when the dataset has no pose."""
     if pose is None:
         return np.zeros((num_frames, 6), np.float32)
-    pose = np.asarray(pose, dtype=np.float32)[:num_frames]
+    pose = fill_gaps(np.asarray(pose, dtype=np.float32)[:num_frames])
     return pose - pose[:1]
 
 
