@@ -22,7 +22,7 @@ from bench import figures
 from bench.data.clips import prepare_splits
 from bench.experts import QUALITY_FILE, write_quality
 from bench.experts import resolve as resolve_evaluators
-from bench.predictions import PredictionError, load_prediction, prediction_hash, validate
+from bench.predictions import PredictionError, frames_from_mp4, load_prediction, prediction_hash, validate
 from bench.protocol import MetricSpec, Protocol, load_protocol
 from bench.provenance import environment
 from bench.results import DATA_FILE, FIGURES_DIR, clip_table, portable_path, read_result, write_result
@@ -31,10 +31,12 @@ from bench.scoring import Scorer
 
 
 def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
-                     failures: Optional[dict[str, str]] = None, progress: bool = True, desc: str = "load"
+                     failures: Optional[dict[str, str]] = None, progress: bool = True, desc: str = "load",
+                     frame_sources: Optional[dict[str, str]] = None
                      ) -> tuple[dict[str, Prediction], dict[str, str], dict[str, str]]:
     """(predictions, content keys, failures) of a predictions folder for these clips: a clip whose
-    file is missing, unreadable or malformed is a failure with the reason."""
+    file is missing, unreadable or malformed is a failure with the reason. `frame_sources`, when
+    given, gets clip id -> "mp4" for every prediction whose frames came from its mp4."""
     failures = dict(failures or {})
     predictions: dict[str, Prediction] = {}
     keys: dict[str, str] = {}
@@ -44,6 +46,9 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
         try:
             predictions[clip_id] = validate(load_prediction(pred_dir, clip, protocol.fps), clip)
             keys[clip_id] = prediction_hash(pred_dir, clip_id)
+            if frame_sources is not None and predictions[clip_id].frames is not None \
+                    and frames_from_mp4(pred_dir, clip_id):
+                frame_sources[clip_id] = "mp4"
         except PredictionError as exc:
             failures[clip_id] = str(exc)
         finally:
@@ -54,25 +59,28 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
 def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | dict[str, Prediction],
              keys: Optional[dict[str, str]] = None, provenance: Optional[dict] = None,
              failures: Optional[dict[str, str]] = None, outputs: Optional[list[str]] = None,
-             timings: Optional[dict] = None, progress: bool = True) -> dict:
+             timings: Optional[dict] = None, progress: bool = True,
+             frame_sources: Optional[dict[str, str]] = None) -> dict:
     """Score one row's predictions into a result dict (`bench.results` writes it).
 
     `predictions`: a folder of `<clip_id>.npz` / `.mp4` (ours or a user's), or clip id ->
     Prediction with `keys` (clip id -> content key, for the metric cache). `failures`: clips whose
     prediction failed upstream (with the reason); `outputs`: the fields the method declares (by
-    default, what the predictions hold).
+    default, what the predictions hold); `frame_sources`: clip id -> "mp4" where in-memory frames
+    were decoded from an mp4 (found by the loader for a folder).
     """
     start = time.perf_counter()
+    frame_sources = dict(frame_sources or {})
     if isinstance(predictions, (str, Path)):
         predictions, keys, failures = load_predictions(protocol, scorer.clips, Path(predictions), failures,
-                                                       progress, desc=f"load {row}")
+                                                       progress, desc=f"load {row}", frame_sources=frame_sources)
     else:
         failures = dict(failures or {})
         if keys is None or set(keys) != set(predictions):
             raise ValueError("in-memory predictions need a content key per clip")
     # Declared outputs for our methods; for external predictions, what the files hold.
     seen_outputs = outputs or sorted(set().union(*(p.fields() for p in predictions.values())) if predictions else [])
-    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs))
+    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs), frame_sources)
     timings = {**(timings or {}), "score_s": time.perf_counter() - start}
     points = sorted({tuple(p.points) for p in predictions.values() if p.landmarks is not None})
     sources = sorted({scorer.landmark_source(p) for p in predictions.values()})
@@ -169,9 +177,10 @@ class Session:
         scorer = self.scorer(clips, metrics)
         if isinstance(predictions, (str, Path)):  # loaded here to keep the figure clip's prediction
             start = time.perf_counter()
+            kwargs["frame_sources"] = {}
             predictions, kwargs["keys"], kwargs["failures"] = load_predictions(
                 self.protocol, scorer.clips, Path(predictions), kwargs.get("failures"), self.progress,
-                desc=f"load {row}")
+                desc=f"load {row}", frame_sources=kwargs["frame_sources"])
             kwargs["timings"] = {**(kwargs.get("timings") or {}), "load_s": time.perf_counter() - start}
         result = evaluate(self.protocol, scorer, row, predictions, progress=self.progress, **kwargs)
         if out is not None:

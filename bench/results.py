@@ -230,7 +230,8 @@ def describe_metric(name: str, label: str, params: dict[str, Any]) -> dict:
 
     cls = METRICS[name] if name in METRICS else None
     return {"label": label, "name": name,
-            "higher_is_better": getattr(cls, "higher_is_better", None),
+            "higher_is_better": (cls.higher_is_better_of(params) if hasattr(cls, "higher_is_better_of")
+                                 else getattr(cls, "higher_is_better", None)),
             "unit": cls.unit_of(params) if cls else None,
             "level": getattr(cls, "level", None)}
 
