@@ -186,3 +186,48 @@ def motion_entry(refs: RouteReferences, metric, routes: dict[str, str], per_clip
         ref = out["route_reference"]["per_clip"]
         out["distance"] = distance({c: v for c, v in per_clip.items() if routes.get(c) == route}, ref, boot)
     return out
+
+
+# ----------------------------------------------------------------------------- the results file
+MOTION_FLOOR = "_motion_floor"  # file stem, written by `talkbench run` beside the detector floor
+PROBE_SMOOTHING = 2.0  # frames: the pose smoothing whose effect on the floors is also measured
+
+
+def frame_routes(metric) -> list[str]:
+    """The frame routes of a motion metric's backend: lossless frames and frames through an mp4."""
+    base = {"pnp": "pnp/detected", "hopenet": "hopenet"}.get(metric.params["pose_backend"])
+    return [] if base is None else [base, base + MP4]
+
+
+def motion_floor(protocol, scorer, env: dict, smoothing: Optional[list[float]] = None) -> dict:
+    """For every head-motion metric of the protocol, on its frame routes (lossless and through an
+    mp4) and with its own pose smoothing and `PROBE_SMOOTHING`: the ground truth through the route,
+    the ground truth through the landmark route (PnP on the exact landmarks), and the jitter floors
+    of the still heads (`STILL_HEADS`). `kind: motion_floor`; the report's "Head motion" section."""
+    from metrics import build_metric
+
+    boot = protocol.bootstrap
+    refs = RouteReferences(scorer)
+    out: dict[str, dict] = {}
+    for spec, metric, _ in scorer.metrics:
+        if not is_motion_metric(metric) or not frame_routes(metric):
+            continue
+        sigmas = smoothing or sorted({float(metric.params["pose_smoothing"]), PROBE_SMOOTHING})
+        entry: dict = {"name": spec.name, "params": dict(metric.params), "sigmas": {}}
+        for sigma in sigmas:
+            variant = metric if sigma == metric.params["pose_smoothing"] else build_metric(
+                spec.name, {**metric.params, "pose_smoothing": sigma})
+            variant.device = metric.device
+            per_sigma = {}
+            for route in ["pnp/predicted"] * (metric.params["pose_backend"] == "pnp") + frame_routes(metric):
+                got = {"ground_truth": refs.values(variant, route)}
+                if is_frame_route(route):
+                    got.update({f"still_{s}": refs.values(variant, route, s) for s in STILL_HEADS})
+                per_sigma[route] = {k: {**summary({c: v["value"] for c, v in vals.items() if "value" in v}, boot),
+                                        "failures": {c: v["error"] for c, v in vals.items() if "error" in v}}
+                                    for k, vals in got.items() if vals}
+            entry["sigmas"][f"{sigma:g}"] = per_sigma
+        out[spec.label] = entry
+    return {"kind": "motion_floor", "protocol": protocol.id, "protocol_hash": protocol.hash,
+            "detector": scorer.extractor.identity(), "mp4": MP4_RECIPE, "clips": len(scorer.clips),
+            "metrics": out, "provenance": env}

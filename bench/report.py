@@ -172,9 +172,40 @@ def mixed_route_lines(protocol: Protocol, rows: list[dict]) -> list[str]:
     return ["", *lines] if lines else []
 
 
-def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
+def _ci_text(e: Optional[dict]) -> str:
+    if not e or e.get("value") is None:
+        return "—"
+    lo, hi = (e.get("ci") or [None, None])[:2]
+    return f"{fmt(e['value'])} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def motion_floor_lines(floor: Optional[dict]) -> list[str]:
+    """The frame routes of the protocol's head-motion metrics on the ground truth and on still heads,
+    with and without pose smoothing (`_motion_floor.json`; [] when absent)."""
+    if not floor or not floor.get("metrics"):
+        return []
+    body = []
+    for label, entry in floor["metrics"].items():
+        for sigma, routes in entry["sigmas"].items():
+            for route, got in routes.items():
+                body.append([label, sigma, f"`{route}`", _ci_text(got.get("ground_truth")),
+                             _ci_text(got.get("still_static")), _ci_text(got.get("still_talking"))])
+    det = floor.get("detector", {})
+    return ["", f"Through the frame routes, on the {floor.get('clips')} ground-truth test clips "
+                f"(`_motion_floor.json`; detector `{det.get('name')}`, mp4: H.264 crf "
+                f"{floor.get('mp4', {}).get('crf')} as `talkbench` writes it) and with the pose smoothed "
+                "over time by a Gaussian of σ frames (0: off, the protocol's setting unless it says "
+                "otherwise): what a method handing in frames or an mp4 is read against. `pnp/predicted` "
+                "is the ground truth's exact-landmark value for comparison.", ""] + markdown_table(
+        ["Metric", "σ", "Route", "Ground truth [95% CI]", "Floor: static [95% CI]",
+         "Floor: talking, head still [95% CI]"], body)
+
+
+def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict],
+                 floor: Optional[dict] = None) -> list[str]:
     """The "Head motion" section: per row and head-motion metric, its pose route, its value, the
-    ground truth through the same route and, for frame routes, the jitter floors."""
+    ground truth through the same route and, for frame routes, the jitter floors; then the frame
+    routes of the protocol measured on the ground truth and still heads (`motion_floor_lines`)."""
     from metrics.motion import route_label
 
     body, routes, conventions = [], set(), {}
@@ -199,7 +230,7 @@ def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict]) ->
                 cells.append(fmt(f.get("value")) if f else ("0 (by construction)" if ref and not floor else "—"))
             cells.append(fmt(e["value"]) if "distance" in e else "—")
             body.append(cells)
-    if not body:
+    if not body and not (floor or {}).get("metrics"):
         return []
     lines = ["", "## Head motion: pose routes, ground truth through the route, jitter floor", "",
              "A head-motion value measures the pose its route produces, not the head alone: per-frame "
@@ -211,8 +242,13 @@ def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict]) ->
              "blinks and expressions but the head pose frozen, where the dataset can re-render). A "
              "value at or below the floor says nothing about head motion; compare rows only with the "
              "reference of their own route.", ""]
-    lines += markdown_table(["Method", "Metric", "Route", "Raw value [95% CI]", "Ground truth through route",
-                             "Floor: static", "Floor: talking, head still", "|value − GT|"], body)
+    if body:
+        lines += markdown_table(["Method", "Metric", "Route", "Raw value [95% CI]", "Ground truth through route",
+                                 "Floor: static", "Floor: talking, head still", "|value − GT|"], body)
+    lines += motion_floor_lines(floor)
+    for entry in (floor or {}).get("metrics", {}).values():
+        for routes_at in entry["sigmas"].values():
+            routes.update(routes_at)
     lines += ["", "Routes: " + "; ".join(f"`{k}`: {route_label(k)}" for k in sorted(routes)) + "."]
     raw = [l for l, c in conventions.items() if c == "raw"]
     dist = [l for l, c in conventions.items() if c == "distance"]
@@ -587,7 +623,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += seed_lines(protocol, results, rows, info, spread, pairs)
     lines += breakdown_lines(protocol, results, rows, info)
     lines += ["", "## Detector-noise floor", ""] + floor_lines(results.floor)
-    lines += motion_lines(protocol, rows, info)
+    lines += motion_lines(protocol, rows, info, results.motion_floor)
     lines += ["", "## Failures", ""] + failure_lines(rows)
     lines += data_preparation_lines(results.data)
     lines += ["", "## Not applicable (the method does not output what the metric needs)", ""]

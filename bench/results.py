@@ -10,7 +10,9 @@ A protocol's results folder (`results/<protocol>/` by default) holds
   the row's metric values for every seed (`seeds_result`; `<row>.json` holds the first seed's full
   result), which `seed_spread` summarises and the report's "Seed variance" section prints. It may
   come from another run than `<row>.json`: it records its own provenance;
-* `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
+* `_detector_floor.json` (`kind: detector_floor`), `_motion_floor.json` (`kind: motion_floor`: the
+  head-motion metrics of the ground truth and of still heads through the frame routes,
+  `bench.motion_routes`), `_data_preparation.json` (`kind:
   data_preparation`, real datasets only), `sanity.json` (`kind: sanity`) and, for a protocol that
   pins an evaluator, `_expert_<kind>.json` (`kind: expert_quality`, written by `bench.experts`,
   read there by the report's "Evaluators" section); other kinds are not method rows;
@@ -127,6 +129,7 @@ class Results:
     folder: Path
     methods: list[dict] = field(default_factory=list)
     floor: Optional[dict] = None
+    motion_floor: Optional[dict] = None  # `kind: motion_floor` (`bench.motion_routes`)
     sanity: Optional[dict] = None
     data: Optional[dict] = None
     seeds: dict[str, dict] = field(default_factory=dict)  # row -> its `kind: seeds` file
@@ -161,6 +164,8 @@ def read_results(folder: Path) -> Results:
             out.methods.append(data)
         elif kind == "detector_floor":
             out.floor = data
+        elif kind == "motion_floor":
+            out.motion_floor = data
         elif kind == "sanity":
             out.sanity = data
         elif kind == "data_preparation":

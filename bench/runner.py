@@ -29,6 +29,7 @@ from bench.protocol import MethodSpec, Protocol, load_protocol
 from bench.report import write_report
 from bench.results import DETECTOR_FLOOR, SEEDS_SUFFIX, results_dir, seeds_result, write_result
 from bench.scoring import Scorer
+from bench.motion_routes import MOTION_FLOOR, motion_floor
 from metrics.landmark import LandmarkMetric
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             log.info("%s: wrote %s", spec.row, out / f"{spec.row}{SEEDS_SUFFIX}")
     if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
         write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
+        floor = motion_floor(protocol, session.scorer(), env)
+        if floor["metrics"]:
+            write_result(out / f"{MOTION_FLOOR}.json", floor)
     write_report(protocol, out)
     return out
 
