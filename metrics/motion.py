@@ -196,6 +196,25 @@ def audio_beats(audio: np.ndarray, sample_rate: int, fps: float, num_frames: int
     return np.unique(beats[(beats >= 0) & (beats < num_frames)])
 
 
+_AUDIO_BEATS: dict[tuple, np.ndarray] = {}  # audio digest and settings -> beats (one clip, many routes)
+_AUDIO_BEATS_KEPT = 256
+
+
+def cached_audio_beats(audio: np.ndarray, sample_rate: int, fps: float, num_frames: int,
+                       hpss: bool = True) -> np.ndarray:
+    """`audio_beats`, remembered for the last few hundred clips: the audio beats of a clip do not
+    depend on the pose route, and the harness scores one clip through several routes."""
+    import hashlib
+
+    y = np.ascontiguousarray(audio, dtype=np.float32)
+    key = (hashlib.sha1(y.tobytes()).hexdigest(), len(y), int(sample_rate), float(fps), int(num_frames), bool(hpss))
+    if key not in _AUDIO_BEATS:
+        if len(_AUDIO_BEATS) >= _AUDIO_BEATS_KEPT:
+            _AUDIO_BEATS.pop(next(iter(_AUDIO_BEATS)))
+        _AUDIO_BEATS[key] = audio_beats(y, sample_rate, fps, num_frames, hpss)
+    return _AUDIO_BEATS[key].copy()
+
+
 def beat_align_score(motion: np.ndarray, audio: np.ndarray, sigma: float = 3.0) -> float:
     """Mean over audio beats of exp(−d²/(2σ²)), d = frames to the nearest motion beat.
 
@@ -346,8 +365,8 @@ class BeatAlign(_HeadMotionMetric):
             notes.append(f"{int((~ok).sum())} of {len(ok)} frame(s) without a head pose were "
                          f"interpolated")
         angles = fill_gaps(angles, ok)
-        heard = audio_beats(audio, int(pair.sample_rate), float(pair.fps), len(angles),
-                            hpss=self.params["hpss"])
+        heard = cached_audio_beats(audio, int(pair.sample_rate), float(pair.fps), len(angles),
+                                   hpss=self.params["hpss"])
         if heard.size == 0:
             raise MetricError(f"no audio beat found in the clip's {len(audio) / pair.sample_rate:.2f} s "
                               f"of audio (silent or too short for librosa's beat tracker)")

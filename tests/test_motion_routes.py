@@ -133,3 +133,23 @@ def _exact(clip):
     from core.types import Prediction
 
     return Prediction(clip.id, landmarks=clip.landmarks.copy(), frames=clip.frames)
+
+
+def test_pose_jitter_leaves_the_route_consistent_comparison_within_its_ci(mini):
+    """Sanity (issue 16): per-frame landmark jitter without moving the head raises the raw Diversity
+    (what a cross-route comparison would read as motion), but against the ground truth through the
+    same jittered route the difference stays within its CI; frozen_pose still reads raw values
+    under the distance convention."""
+    from bench import sanity
+
+    _, protocol, _ = mini
+    clips = load_splits(protocol, progress=False)["test"]
+    rows = sanity.run_checks(protocol, clips, sanity.Settings(jitter_sigma=1.0),
+                             checks=("pose_jitter", "frozen_pose"))
+    by = {(r.check, r.metric): r for r in rows}
+    for label in ("Diversity", "Diversity (distance)", "BeatAlign"):
+        assert by[("pose_jitter", label)].verdict == "pass", by[("pose_jitter", label)]
+    jitter = by[("pose_jitter", "Diversity")]
+    assert "contains 0" in jitter.reason and "would read +" in jitter.reason
+    assert by[("frozen_pose", "Diversity (distance)")].verdict == "pass"
+    assert by[("frozen_pose", "Diversity (distance)")].original > 0.1  # the raw value, not the distance
