@@ -58,6 +58,14 @@ def through_mp4(frames: np.ndarray, fps: float) -> np.ndarray:
         return read_video(path, sample_rate=None).frames
 
 
+def can_hold_still(clip: Clip, kind: str) -> bool:
+    """Whether `still_frames` can make this still head for the clip (without rendering it)."""
+    if kind == "static":
+        return clip.has_frames
+    return (clip.has_frames and clip.landmarks3d is not None and clip.pose is not None
+            and clip.meta.get("appearance") is not None)
+
+
 def still_frames(clip: Clip, kind: str) -> Optional[np.ndarray]:
     """Frames of the clip's head held still: "static" (first frame repeated) or "talking" (re-rendered
     with the pose frozen at the first frame; None where the dataset cannot re-render)."""
@@ -121,11 +129,9 @@ class RouteReferences:
             if still is not None:
                 if not is_frame_route(route):
                     continue  # a still head's pose or landmarks are constant: 0 by construction
-                frames = still_frames(clip, still) if clip.has_frames else None
-                if frames is None:
-                    clip.release_frames()
+                if not can_hold_still(clip, still):
                     continue
-                make = lambda f=frames: f  # noqa: E731
+                make = lambda c=clip, k=still: still_frames(c, k)  # noqa: E731  (only when not cached)
             else:
                 make = lambda c=clip: c.frames  # noqa: E731
             key = key_of("motion_route_reference", metric.identity(), clip_hash(clip), route, tag,
