@@ -25,9 +25,10 @@ def mini(tmp_path_factory):
     raw = yaml.safe_load(open(load_protocol("synthtalk").path))
     raw["id"] = "synthtalk-motion"
     raw["dataset"]["options"] = {"size": 2, "seed": 0}
-    raw["metrics"] = [m for m in raw["metrics"] if isinstance(m, dict) and m["name"] in ("Diversity", "BeatAlign")]
-    raw["metrics"].append({"name": "Diversity", "label": "Diversity (distance)",
-                           "params": {"pose_backend": "pnp", "image_size": [256, 256], "convention": "distance"}})
+    pnp = {"pose_backend": "pnp", "image_size": [256, 256]}
+    raw["metrics"] = [{"name": "Diversity", "params": {**pnp, "convention": "raw"}},
+                      {"name": "BeatAlign", "params": {**pnp, "convention": "raw"}},
+                      {"name": "Diversity", "label": "Diversity (distance)", "params": {**pnp, "convention": "distance"}}]
     raw.pop("evaluators", None)
     path = tmp / "synthtalk-motion.yaml"
     path.write_text(yaml.safe_dump(raw))
