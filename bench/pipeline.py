@@ -23,8 +23,8 @@ from bench import figures
 from bench.data.clips import prepare_splits
 from bench.experts import QUALITY_FILE, write_quality
 from bench.experts import resolve as resolve_evaluators
-from bench.predictions import (PredictionError, encoding_summary, load_prediction, pinned_frames,
-                               prediction_hash, validate)
+from bench.predictions import (PredictionError, encoding_summary, frames_from_mp4, load_prediction,
+                               pinned_frames, prediction_hash, validate)
 from bench.protocol import MetricSpec, Protocol, load_protocol
 from bench.provenance import environment
 from bench.results import DATA_FILE, FIGURES_DIR, clip_table, portable_path, read_result, write_result
@@ -34,12 +34,15 @@ from bench.scoring import Scorer
 
 def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
                      failures: Optional[dict[str, str]] = None, progress: bool = True, desc: str = "load",
-                     reencode: bool = False, encodings: Optional[dict[str, dict]] = None
+                     reencode: bool = False, encodings: Optional[dict[str, dict]] = None,
+                     frame_sources: Optional[dict[str, str]] = None
                      ) -> tuple[dict[str, Prediction], dict[str, str], dict[str, str]]:
     """(predictions, content keys, failures) of a predictions folder for these clips: a clip whose
     file is missing, unreadable or malformed is a failure with the reason. Under a protocol that
     pins an encoding, frames come from the videos (`bench.predictions.pinned_frames`; re-encoded
-    to the pin where they differ with `reencode`) and each clip's encoding goes into `encodings`."""
+    to the pin where they differ with `reencode`) and each clip's encoding goes into `encodings`.
+    `frame_sources`, when given, gets clip id -> "mp4" for every prediction whose frames came from
+    its mp4."""
     failures = dict(failures or {})
     predictions: dict[str, Prediction] = {}
     keys: dict[str, str] = {}
@@ -49,6 +52,7 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
         try:
             pred = load_prediction(pred_dir, clip, protocol.fps)
             key = prediction_hash(pred_dir, clip_id)
+            from_mp4 = pred.frames is not None and frames_from_mp4(pred_dir, clip_id)
             if protocol.encode is not None:
                 record = pinned_frames(pred_dir, clip, pred, protocol.encode, protocol.fps, reencode)
                 if record is not None:
@@ -57,8 +61,11 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
                     video = pred_dir / f"{clip_id}.mp4"
                     key = key_of(key, file_sha256(video) if video.exists() else None, record,
                                  protocol.encode.to_dict())
+                    from_mp4 = record["source"] == "mp4" or record["reencoded"]
             predictions[clip_id] = validate(pred, clip)
             keys[clip_id] = key
+            if frame_sources is not None and from_mp4:
+                frame_sources[clip_id] = "mp4"
         except PredictionError as exc:
             failures[clip_id] = str(exc)
         finally:
@@ -70,28 +77,32 @@ def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | d
              keys: Optional[dict[str, str]] = None, provenance: Optional[dict] = None,
              failures: Optional[dict[str, str]] = None, outputs: Optional[list[str]] = None,
              timings: Optional[dict] = None, progress: bool = True, reencode: bool = False,
-             encodings: Optional[dict[str, dict]] = None) -> dict:
+             encodings: Optional[dict[str, dict]] = None,
+             frame_sources: Optional[dict[str, str]] = None) -> dict:
     """Score one row's predictions into a result dict (`bench.results` writes it).
 
     `predictions`: a folder of `<clip_id>.npz` / `.mp4` (ours or a user's), or clip id ->
     Prediction with `keys` (clip id -> content key, for the metric cache). `failures`: clips whose
     prediction failed upstream (with the reason); `outputs`: the fields the method declares (by
     default, what the predictions hold). Under a pinned encoding, `encodings` (clip -> how its
-    frames were encoded, filled by `load_predictions`) becomes the result's `encoding` summary.
+    frames were encoded, filled by `load_predictions`) becomes the result's `encoding` summary;
+    `frame_sources`: clip id -> "mp4" where in-memory frames were decoded from an mp4 (found by the
+    loader for a folder).
     """
     start = time.perf_counter()
     encodings = {} if encodings is None else encodings
+    frame_sources = dict(frame_sources or {})
     if isinstance(predictions, (str, Path)):
         predictions, keys, failures = load_predictions(protocol, scorer.clips, Path(predictions), failures,
                                                        progress, desc=f"load {row}", reencode=reencode,
-                                                       encodings=encodings)
+                                                       encodings=encodings, frame_sources=frame_sources)
     else:
         failures = dict(failures or {})
         if keys is None or set(keys) != set(predictions):
             raise ValueError("in-memory predictions need a content key per clip")
     # Declared outputs for our methods; for external predictions, what the files hold.
     seen_outputs = outputs or sorted(set().union(*(p.fields() for p in predictions.values())) if predictions else [])
-    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs))
+    outcomes = scorer.score(predictions, keys, failures, set(seen_outputs), frame_sources)
     timings = {**(timings or {}), "score_s": time.perf_counter() - start}
     points = sorted({tuple(p.points) for p in predictions.values() if p.landmarks is not None})
     sources = sorted({scorer.landmark_source(p) for p in predictions.values()})
@@ -194,10 +205,11 @@ class Session:
         scorer = self.scorer(clips, metrics)
         if isinstance(predictions, (str, Path)):  # loaded here to keep the figure clip's prediction
             start = time.perf_counter()
-            kwargs["encodings"] = {}
+            kwargs["encodings"], kwargs["frame_sources"] = {}, {}
             predictions, kwargs["keys"], kwargs["failures"] = load_predictions(
                 self.protocol, scorer.clips, Path(predictions), kwargs.get("failures"), self.progress,
-                desc=f"load {row}", reencode=kwargs.pop("reencode", False), encodings=kwargs["encodings"])
+                desc=f"load {row}", reencode=kwargs.pop("reencode", False), encodings=kwargs["encodings"],
+                frame_sources=kwargs["frame_sources"])
             kwargs["timings"] = {**(kwargs.get("timings") or {}), "load_s": time.perf_counter() - start}
         result = evaluate(self.protocol, scorer, row, predictions, progress=self.progress, **kwargs)
         if out is not None:

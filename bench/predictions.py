@@ -175,6 +175,17 @@ def encoding_summary(encoding: Encoding, records: dict[str, dict]) -> dict:
             "seen": dict(sorted(seen.items()))}
 
 
+def frames_from_mp4(directory: Path, clip_id: str) -> bool:
+    """Whether `load_prediction` takes this clip's frames from its mp4 (no frames in its .npz)."""
+    npz, mp4 = directory / f"{clip_id}.npz", directory / f"{clip_id}.mp4"
+    if not mp4.exists():
+        return False
+    if not npz.exists():
+        return True
+    with np.load(npz, allow_pickle=False) as data:
+        return "frames" not in data.files
+
+
 def prediction_hash(directory: Path, clip_id: str) -> str:
     """Hash of what a prediction's scores depend on (its .npz, else its .mp4)."""
     for name in (f"{clip_id}.npz", f"{clip_id}.mp4"):

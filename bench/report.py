@@ -2,8 +2,9 @@
 
 Layout follows the papers: one table with an arrow per metric, the best value in bold and the
 second underlined, the paper's reported rows beside ours, then confidence intervals, breakdowns by
-speaker and by emotion, the spread across training seeds (rankings within it marked ≈), failures, unavailable metrics, the detector-noise floor, figures and
-provenance. Nothing here loads a dataset, a prediction or a metric network: directions, units and
+speaker and by emotion, the spread across training seeds (rankings within it marked ≈), failures, unavailable metrics, the detector-noise floor, the head-motion
+routes with their ground-truth-through-route references and jitter floors (head-motion columns are
+ranked only among rows of one route), figures and provenance. Nothing here loads a dataset, a prediction or a metric network: directions, units and
 per-clip metadata come from the result files, figures from the arrays the run saved beside them.
 Every table is laid out by `tabulate` (`bench.tables`).
 """
@@ -119,8 +120,7 @@ def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict],
                marked: frozenset = frozenset()) -> list[str]:
     labels = [m.label for m in protocol.metrics]
     head = ["Method", "Landmarks"] + [f"{l}{_arrow(info[l])}" for l in labels]
-    marks = {l: rank_marks({r["row"]: r["metrics"].get(l, {}).get("value") for r in rows},
-                           bool(info[l].get("higher_is_better"))) for l in labels}
+    marks = {l: route_ranks(rows, l, bool(info[l].get("higher_is_better"))) for l in labels}
     body = []
     for row in rows:
         cells = [row["row"], _coverage(row)]
@@ -135,6 +135,133 @@ def main_table(protocol: Protocol, rows: list[dict], info: dict[str, dict],
                              + (SPREAD_MARK if (row["row"], label) in marked else ""))
         body.append(cells)
     return markdown_table(head, body)
+
+
+def _route_of(entry: dict) -> Optional[str]:
+    route = entry.get("route")
+    return ", ".join(route) if isinstance(route, list) else route
+
+
+def route_ranks(rows: list[dict], label: str, higher_is_better: bool) -> dict[str, str]:
+    """`rank_marks` of one column, head-motion columns ranked only among rows of one pose route
+    (values through different routes are not comparable: `bench.motion_routes`)."""
+    groups: dict[Optional[str], dict[str, Optional[float]]] = {}
+    for r in rows:
+        entry = r["metrics"].get(label, {})
+        groups.setdefault(_route_of(entry), {})[r["row"]] = entry.get("value")
+    marks: dict[str, str] = {}
+    for values in groups.values():
+        marks.update(rank_marks(values, higher_is_better))
+    return marks
+
+
+def mixed_route_lines(protocol: Protocol, rows: list[dict]) -> list[str]:
+    """A line per head-motion column whose rows come through different pose routes ([] if none)."""
+    lines = []
+    for label in (m.label for m in protocol.metrics):
+        by_route: dict[str, list[str]] = {}
+        for r in rows:
+            route = _route_of(r["metrics"].get(label, {}))
+            if route and r["metrics"][label].get("value") is not None:
+                by_route.setdefault(route, []).append(r["row"])
+        if len(by_route) > 1:
+            lines.append(f"{label}: the rows come through different pose routes ("
+                         + "; ".join(f"`{k}`: {', '.join(v)}" for k, v in sorted(by_route.items()))
+                         + "); best and second are marked within each route only, and values of "
+                           "different routes are not comparable (see \"Head motion\").")
+    return ["", *lines] if lines else []
+
+
+def _ci_text(e: Optional[dict]) -> str:
+    if not e or e.get("value") is None:
+        return "—"
+    lo, hi = (e.get("ci") or [None, None])[:2]
+    return f"{fmt(e['value'])} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def motion_floor_lines(floor: Optional[dict]) -> list[str]:
+    """The frame routes of the protocol's head-motion metrics on the ground truth and on still heads,
+    with and without pose smoothing (`_motion_floor.json`; [] when absent)."""
+    if not floor or not floor.get("metrics"):
+        return []
+    body = []
+    for label, entry in floor["metrics"].items():
+        for sigma, routes in entry["sigmas"].items():
+            for route, got in routes.items():
+                body.append([label, sigma, f"`{route}`", _ci_text(got.get("ground_truth")),
+                             _ci_text(got.get("still_static")), _ci_text(got.get("still_talking"))])
+    det = floor.get("detector", {})
+    return ["", f"Through the frame routes, on the {floor.get('clips')} ground-truth test clips "
+                f"(`_motion_floor.json`; detector `{det.get('name')}`, mp4: H.264 crf "
+                f"{floor.get('mp4', {}).get('crf')} as `talkbench` writes it) and with the pose smoothed "
+                "over time by a Gaussian of σ frames (0: off, the protocol's setting unless it says "
+                "otherwise): what a method handing in frames or an mp4 is read against. `pnp/predicted` "
+                "is the ground truth's exact-landmark value for comparison.", ""] + markdown_table(
+        ["Metric", "σ", "Route", "Ground truth [95% CI]", "Floor: static [95% CI]",
+         "Floor: talking, head still [95% CI]"], body)
+
+
+def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict],
+                 floor: Optional[dict] = None) -> list[str]:
+    """The "Head motion" section: per row and head-motion metric, its pose route, its value, the
+    ground truth through the same route and, for frame routes, the jitter floors; then the frame
+    routes of the protocol measured on the ground truth and still heads (`motion_floor_lines`)."""
+    from metrics.motion import route_label
+
+    body, routes, conventions = [], set(), {}
+    for r in rows:
+        for label in (m.label for m in protocol.metrics):
+            e = r["metrics"].get(label, {})
+            if "route" not in e or e.get("value") is None:
+                continue
+            ref, floor = e.get("route_reference") or {}, e.get("jitter_floor") or {}
+            route = _route_of(e)
+            routes.update(e["route"] if isinstance(e["route"], list) else [e["route"]])
+            conventions[label] = e.get("params", {}).get("convention", "raw")
+            smoothing = e.get("params", {}).get("pose_smoothing", 0)
+            raw = e.get("raw_value", e.get("value"))
+            raw_ci = e.get("raw_ci", e.get("ci", [None, None]))
+            cells = [r["row"], label, f"`{route}`" + (f" (smoothed σ={smoothing:g})" if smoothing else ""),
+                     f"{fmt(raw)} [{fmt(raw_ci[0])}, {fmt(raw_ci[1])}]",
+                     f"{fmt(ref.get('value'))} [{fmt(ref.get('ci', [None])[0])}, {fmt(ref.get('ci', [None, None])[1])}]"
+                     if ref else "—"]
+            for still in ("static", "talking"):
+                f = floor.get(still)
+                cells.append(fmt(f.get("value")) if f else ("0 (by construction)" if ref and not floor else "—"))
+            cells.append(fmt(e["value"]) if "distance" in e else "—")
+            body.append(cells)
+    if not body and not (floor or {}).get("metrics"):
+        return []
+    lines = ["", "## Head motion: pose routes, ground truth through the route, jitter floor", "",
+             "A head-motion value measures the pose its route produces, not the head alone: per-frame "
+             "detector jitter, an H.264 encoding or Hopenet's own noise read as head motion. Each row "
+             "is given with its route, the ground truth through the same route (its reference: the "
+             "ground-truth clips fed to the same estimator the same way) and, for routes that read "
+             "frames, the jitter floor: the metric of a head that does not move through the same route "
+             "(`static`: the first frame repeated; `talking`: the clip re-rendered with its speech, "
+             "blinks and expressions but the head pose frozen, where the dataset can re-render). A "
+             "value at or below the floor says nothing about head motion; compare rows only with the "
+             "reference of their own route.", ""]
+    if body:
+        lines += markdown_table(["Method", "Metric", "Route", "Raw value [95% CI]", "Ground truth through route",
+                                 "Floor: static", "Floor: talking, head still", "|value − GT|"], body)
+    lines += motion_floor_lines(floor)
+    for entry in (floor or {}).get("metrics", {}).values():
+        for routes_at in entry["sigmas"].values():
+            routes.update(routes_at)
+    lines += ["", "Routes: " + "; ".join(f"`{k}`: {route_label(k)}" for k in sorted(routes)) + "."]
+    raw = [l for l, c in conventions.items() if c == "raw"]
+    dist = [l for l, c in conventions.items() if c == "distance"]
+    if raw:
+        lines += ["", f"Convention for {', '.join(raw)}: the raw value, \"higher is better\" as the papers "
+                      "print it. Caveat: a jittery or shaking head scores higher than natural motion, and "
+                      "a frame route adds its estimator's jitter; read it against the ground truth through "
+                      "the same route, not as a ranking."]
+    if dist:
+        lines += ["", f"Convention for {', '.join(dist)}: |mean − mean of the ground truth through the same "
+                      "route| over the clips both have (lower is better; CI by resampling those clips); "
+                      "the raw value is shown beside it."]
+    return lines
 
 
 def units_line(protocol: Protocol, info: dict[str, dict]) -> list[str]:
@@ -548,6 +675,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
              "methods that output only frames are scored through the protocol's detector on both sides.", ""]
     if rows:
         lines += main_table(protocol, rows, info, marked) + units_line(protocol, info) + unpinned_lines(rows)
+        lines += mixed_route_lines(protocol, rows)
         if marked:
             lines += ["", "≈: within the spread across training seeds of another row (see \"Seed variance\")."]
     else:
@@ -564,6 +692,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
     lines += seed_lines(protocol, results, rows, info, spread, pairs)
     lines += breakdown_lines(protocol, results, rows, info)
     lines += ["", "## Detector-noise floor", ""] + floor_lines(results.floor)
+    lines += motion_lines(protocol, rows, info, results.motion_floor)
     lines += ["", "## Failures", ""] + failure_lines(rows)
     lines += data_preparation_lines(results.data)
     lines += ["", "## Not applicable (the method does not output what the metric needs)", ""]

@@ -13,7 +13,9 @@ A protocol's results folder (`results/<protocol>/` by default) holds
 * `_run_timings.json` (`kind: run_timings`): the wall-clock time of each stage of the last
   `talkbench run` that wrote into the folder (corpus, evaluators, each row's fit / predict / score,
   the detector floor, the total) with the rows and seeds it ran (`run_timings`);
-* `_detector_floor.json` (`kind: detector_floor`), `_data_preparation.json` (`kind:
+* `_detector_floor.json` (`kind: detector_floor`), `_motion_floor.json` (`kind: motion_floor`: the
+  head-motion metrics of the ground truth and of still heads through the frame routes,
+  `bench.motion_routes`), `_data_preparation.json` (`kind:
   data_preparation`, real datasets only), `sanity.json` (`kind: sanity`) and, for a protocol that
   pins an evaluator, `_expert_<kind>.json` (`kind: expert_quality`, written by `bench.experts`,
   read there by the report's "Evaluators" section); other kinds are not method rows;
@@ -131,6 +133,7 @@ class Results:
     folder: Path
     methods: list[dict] = field(default_factory=list)
     floor: Optional[dict] = None
+    motion_floor: Optional[dict] = None  # `kind: motion_floor` (`bench.motion_routes`)
     sanity: Optional[dict] = None
     data: Optional[dict] = None
     seeds: dict[str, dict] = field(default_factory=dict)  # row -> its `kind: seeds` file
@@ -166,6 +169,8 @@ def read_results(folder: Path) -> Results:
             out.methods.append(data)
         elif kind == "detector_floor":
             out.floor = data
+        elif kind == "motion_floor":
+            out.motion_floor = data
         elif kind == "sanity":
             out.sanity = data
         elif kind == "data_preparation":
@@ -246,7 +251,8 @@ def describe_metric(name: str, label: str, params: dict[str, Any]) -> dict:
 
     cls = METRICS[name] if name in METRICS else None
     return {"label": label, "name": name,
-            "higher_is_better": getattr(cls, "higher_is_better", None),
+            "higher_is_better": (cls.higher_is_better_of(params) if hasattr(cls, "higher_is_better_of")
+                                 else getattr(cls, "higher_is_better", None)),
             "unit": cls.unit_of(params) if cls else None,
             "level": getattr(cls, "level", None)}
 

@@ -31,6 +31,7 @@ from bench.report import write_report
 from bench.results import (DETECTOR_FLOOR, RUN_TIMINGS_FILE, SEEDS_SUFFIX, results_dir, run_timings,
                            seeds_result, write_result)
 from bench.scoring import Scorer
+from bench.motion_routes import MOTION_FLOOR, motion_floor
 from metrics.landmark import LandmarkMetric
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,11 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
         start = time.perf_counter()
         write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
         stages["detector_floor_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        floor = motion_floor(protocol, session.scorer(), env)
+        if floor["metrics"]:
+            write_result(out / f"{MOTION_FLOOR}.json", floor)
+        stages["motion_floor_s"] = time.perf_counter() - start
     command = {"rows": [spec.row for spec in specs], "seeds": seeds if seeds is not None else [seed],
                "preset": preset, "ablations": ablations, "workers": workers}
     write_result(out / RUN_TIMINGS_FILE, run_timings(stages, row_timings, time.perf_counter() - run_start,

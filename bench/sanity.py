@@ -22,6 +22,13 @@ Checks (each touches only what it names; the metrics listed are those of the pro
   E|n| = sigma sqrt(pi/2) for a point (LD), sigma sqrt(pi) for a velocity (LVD, the difference of
   two independent noises), and sigma sqrt(pi/2) sqrt(1 - 1/20) for the mouth-centred LMD (centring
   on the 20 mouth points removes their mean noise). Pass: within 25% of the expected increase.
+* ``pose_jitter``: per-frame landmark jitter without moving the head (i.i.d. Gaussian noise of sigma
+  `jitter_sigma` px on every point, the 3D pose unchanged), the way a detector adds it. The jittered
+  prediction is compared with the ground truth through the same jittered route (the ground truth's
+  landmarks with another draw of the same noise): the route-consistent comparison (mean per-clip
+  difference of the raw Diversity / Beat Align values, 95% bootstrap CI over the clips) must contain
+  0. The detail also gives how far the jitter moved the raw value away from the exact-landmark one,
+  which is what comparing across routes would have read as a difference.
 * ``mouth_still``: speech motion removed: the mouth (48-67) and jaw (0-16) points are held at the
   3D shape of the clip's most closed-mouth frame, then projected with the true pose. AU-F1 and
   AU-Acc (labels from the ground truth) must fall.
@@ -60,7 +67,7 @@ from bench.protocol import MetricSpec, Protocol
 from bench.results import SANITY_FILE, results_dir, write_result
 from bench.tables import markdown_table
 
-CHECKS = ("audio_shift", "blur", "frozen_pose", "landmark_jitter", "mouth_still", "codec")
+CHECKS = ("audio_shift", "blur", "frozen_pose", "landmark_jitter", "pose_jitter", "mouth_still", "codec")
 CODEC_OTHER = Encoding(video_codec="mpeg4", crf=None, bitrate=1_000_000, audio_codec="mp2", sample_rate=16000)
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
 MOUTH_AND_JAW = list(range(0, 17)) + list(range(48, 68))
@@ -74,6 +81,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "blur": {"PSNR": "down", "SSIM": "down", "CPBD": "down", "LPIPS": "up"},
     "frozen_pose": {"Diversity": "-> 0", "BeatAlign": "changes"},
     "landmark_jitter": {"M-LD": "up", "F-LD": "up", "LMD": "up", "M-LVD": "up", "F-LVD": "up"},
+    "pose_jitter": {"Diversity": "= reference", "BeatAlign": "= reference"},
     "mouth_still": {"AU-F1": "down", "AU-Acc": "down"},
     "codec": {},  # every metric that scores frames or audio: "measured"
 }
@@ -240,6 +248,12 @@ def perturb(check: str, clips: list[Clip], settings: Settings,
             out.original.append((clip, truth))
             out.perturbed.append((clip, replace(truth, landmarks=project(l3d, pose).astype(np.float32),
                                                 pose=pose.astype(np.float32))))
+        elif check == "pose_jitter":  # original: the reference through the jittered route
+            truth = _truth(clip, frames=False)
+            ref_noise = rng.normal(0.0, settings.jitter_sigma, truth.landmarks.shape)
+            noise = rng.normal(0.0, settings.jitter_sigma, truth.landmarks.shape)
+            out.original.append((clip, replace(truth, landmarks=(truth.landmarks + ref_noise).astype(np.float32))))
+            out.perturbed.append((clip, replace(truth, landmarks=(truth.landmarks + noise).astype(np.float32))))
         elif check == "landmark_jitter":
             truth = _truth(clip, frames=False)
             noise = rng.normal(0.0, settings.jitter_sigma, truth.landmarks.shape)
@@ -328,9 +342,18 @@ def run_checks(protocol: Protocol, clips: list[Clip], settings: Settings = Setti
             continue
         before = _score(session, wanted, pert.original, f"{check}: original")
         after = _score(session, wanted, pert.perturbed, f"{check}: perturbed")
+        exact = (_score(session, wanted, [(c, _truth(c, frames=False)) for c in clips], f"{check}: exact")
+                 if check == "pose_jitter" else {})
         for s in wanted:
-            b, a = before[s.label], after[s.label]
+            # raw values: a head-motion column under `convention: distance` holds the distance
+            b, a = ({k: v for k, v in e.items()} | {"value": e.get("raw_value", e["value"])}
+                    for e in (before[s.label], after[s.label]))
             amount = expected_amount(check, s, settings)
+            if check == "pose_jitter" and b["value"] is not None and a["value"] is not None:
+                v, reason = route_consistent(b, a, exact.get(s.label, {}), protocol.bootstrap)
+                rows.append(Row(check, s.label, b["value"], a["value"], "= reference (within CI)", v, reason,
+                                None, b.get("weights")))
+                continue
             if b["value"] is None or a["value"] is None:
                 why = _why_no_value(b if b["value"] is None else a)
                 rows.append(Row(check, s.label, b["value"], a["value"], _expect_text(check, s, settings),
@@ -348,10 +371,31 @@ def run_checks(protocol: Protocol, clips: list[Clip], settings: Settings = Setti
     return rows
 
 
+def route_consistent(reference: dict, jittered: dict, exact: dict, boot: dict) -> tuple[str, str]:
+    """(verdict, reason) of `pose_jitter`: the mean per-clip difference jittered − reference (both
+    through the jittered route) must have a 95% bootstrap CI containing 0."""
+    from bench.stats import bootstrap_ci
+
+    common = sorted(set(reference.get("per_clip", {})) & set(jittered.get("per_clip", {})))
+    if len(common) < 2:
+        return "unavailable", "fewer than 2 clips with a value on both sides"
+    diff = [jittered["per_clip"][c] - reference["per_clip"][c] for c in common]
+    lo, hi = bootstrap_ci(diff, boot["samples"], boot["seed"], boot["confidence"])
+    naive = exact.get("raw_value", exact.get("value"))
+    moved = (f"; against the exact landmarks (another route) it would read {jittered['value'] - naive:+.4g}"
+             if naive is not None else "")
+    inside = lo <= 0.0 <= hi
+    return ("pass" if inside else "FAIL",
+            f"route-consistent difference {float(np.mean(diff)):+.4g} [{lo:+.4g}, {hi:+.4g}] over {len(common)} "
+            f"clips {'contains' if inside else 'excludes'} 0{moved}")
+
+
 def _expect_text(check: str, spec: MetricSpec, settings: Settings) -> str:
     if check == "codec":
         return "measured"
     exp = EXPECTED[check][spec.name]
+    if check == "pose_jitter":
+        return "= reference (within CI)"
     if exp == "+k":
         return f"+{settings.shift_frames} frames"
     amount = expected_amount(check, spec, settings)
@@ -416,9 +460,11 @@ def report_lines(data: Optional[dict]) -> list[str]:
             f"`talkbench sanity {data.get('protocol')}`: the ground truth of {len(data.get('clips', []))} "
             f"test clips scored as is and perturbed in a known way (audio delayed "
             f"{s.get('shift_frames')} frames, Gaussian blur sigma {s.get('blur_sigma')} px, head pose "
-            f"frozen, landmark noise sigma {s.get('jitter_sigma')} px, mouth and jaw held still; codec: "
-            f"the clips through the pinned or default H.264 + AAC against MPEG-4 Part 2 + MP2, every "
-            f"metric's change measured). {summary.get('pass', 0)} pass, {summary.get('FAIL', 0)} FAIL, "
+            f"frozen, landmark noise sigma {s.get('jitter_sigma')} px, the same noise as per-frame pose "
+            f"jitter with the head still and compared with the ground truth through that jittered route, "
+            f"mouth and jaw held still; codec: the clips through the pinned or default H.264 + AAC "
+            f"against MPEG-4 Part 2 + MP2, every metric's change measured). "
+            f"{summary.get('pass', 0)} pass, {summary.get('FAIL', 0)} FAIL, "
             f"{summary.get('measured', 0)} measured, {summary.get('unavailable', 0)} unavailable.", ""
             ] + format_table(rows)
 

@@ -11,6 +11,11 @@ interval comes from resampling those clips and recomputing the set value from th
 protocol's bootstrap settings). Their per-speaker and per-emotion values are computed here too,
 since they cannot be derived from per-clip values later.
 
+Head-motion metrics (Diversity, Beat Align) record the pose route of their values, the ground
+truth through the same route and, for frame routes, the jitter floor of a still head
+(`bench.motion_routes`); under a metric's ``convention: distance`` the value is the distance of the
+row's mean to that reference.
+
 Metrics whose weights are made for the protocol (`weights: syncnet_expert`) get their file from
 `evaluators` (`bench.experts.resolve`), passed in explicitly: the protocol itself is never altered.
 """
@@ -35,6 +40,7 @@ from core.types import ClipPair
 from metrics import Metric, build_metric
 from core.errors import MetricError, MetricUnavailable
 from faces.extractors import LandmarkExtractor, build_extractor
+from bench.motion_routes import RouteReferences, is_motion_metric, motion_entry
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +60,21 @@ class MetricOutcome:
     set_ci: tuple[Optional[float], Optional[float]] = (None, None)
     set_failure: Optional[str] = None  # why the set value could not be computed from the parts
     groups: dict[str, dict[str, dict]] = field(default_factory=dict)  # by -> group -> entry
+    routes: dict[str, str] = field(default_factory=dict)  # head-motion metrics: clip id -> pose route
 
 
 class Scorer:
     def __init__(self, protocol: Protocol, test_clips: list[Clip], device: str = "cpu",
                  cache: Optional[Cache] = None, evaluators: Optional[dict[str, dict]] = None,
-                 metrics: Optional[tuple[MetricSpec, ...]] = None) -> None:
+                 metrics: Optional[tuple[MetricSpec, ...]] = None, motion_references: bool = True) -> None:
         """Score `test_clips` under `protocol` with its metrics (or `metrics`, e.g. the sanity
         checks' list). `evaluators`: weights name -> {"path", "sha256", ...} of files made for
         this protocol (`bench.experts.resolve`); a metric whose `weights` parameter names one and
-        gives no `weights_path` is built with that file."""
+        gives no `weights_path` is built with that file. `motion_references`: give head-motion
+        entries the ground truth through their route and the jitter floors (`bench.motion_routes`)."""
         self.protocol = protocol
+        self.motion_references = motion_references
+        self.references = RouteReferences(self)
         self.clips = {c.id: c for c in test_clips}
         self.device = device
         self.cache = cache or Cache()
@@ -169,8 +179,11 @@ class Scorer:
         return f"the method outputs no {', '.join(missing)}" if missing else None
 
     def score(self, predictions: dict[str, Prediction], pred_keys: dict[str, str],
-              prediction_failures: dict[str, str], outputs: set[str]) -> list[MetricOutcome]:
+              prediction_failures: dict[str, str], outputs: set[str],
+              frame_sources: Optional[dict[str, str]] = None) -> list[MetricOutcome]:
         """Per-clip values of every metric; every clip ends as a value or a counted failure.
+        `frame_sources`: clip id -> "mp4" for predictions whose frames were decoded from an mp4 (a
+        part of head-motion routes).
 
         A metric that needs an output the method does not declare (PSNR of a landmark-only
         method) is marked not applicable for the whole row instead of failing on every clip.
@@ -215,6 +228,9 @@ class Scorer:
                 cached = self.clip_value(metric, key, lambda: pair)
                 if "value" in cached:
                     outcome.per_clip[clip_id] = cached["value"]
+                    if is_motion_metric(metric):
+                        outcome.routes[clip_id] = metric.route(self.landmark_source(pred),
+                                                               (frame_sources or {}).get(clip_id))
                     if cached.get("note"):
                         outcome.notes.append(f"clip {clip_id}: {cached['note']}")
                 else:
@@ -300,6 +316,11 @@ class Scorer:
         lo, hi = percentile_interval(values, boot["confidence"])
         return ((None, None) if used == 0 else (lo, hi)), used
 
+    @staticmethod
+    def _main_route(outcome: MetricOutcome):
+        found = sorted(set(outcome.routes.values()))
+        return found[0] if len(found) == 1 else (found or None)
+
     def _extractor_identity(self, pred: Prediction, metric: Metric) -> Optional[dict]:
         if "landmarks" in metric.needs and self.landmark_source(pred) == "detected":
             return self.extractor.cache_identity()
@@ -336,6 +357,14 @@ class Scorer:
             "weights": metric.identity().get("weights") if metric else None,  # name -> sha256
             "per_clip": dict(sorted(outcome.per_clip.items())),
         })
+        if is_motion_metric(metric) and entry["level"] == "clip":
+            extra = motion_entry(self.references, metric, outcome.routes, outcome.per_clip, boot,
+                                 floors=self.motion_references) if self.motion_references or \
+                metric.params.get("convention") == "distance" else {"route": self._main_route(outcome)}
+            entry.update(extra)
+            if "distance" in extra:  # the value is the distance to the reference; the raw mean stays
+                entry.update({"raw_value": entry["value"], "raw_ci": entry["ci"], "value": extra["distance"]["value"],
+                              "ci": extra["distance"]["ci"]})
         if entry["level"] == "set":
             entry.update({"clips": sorted(outcome.parts), "set_failure": outcome.set_failure,
                           "groups": outcome.groups})

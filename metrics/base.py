@@ -72,6 +72,11 @@ class Metric:
         return None
 
     @classmethod
+    def higher_is_better_of(cls, params: dict[str, Any]) -> bool:
+        """The direction of the value under these parameters (known without building the metric)."""
+        return cls.higher_is_better
+
+    @classmethod
     def unit_of(cls, params: dict[str, Any]) -> str:
         """The unit of the value under these parameters (known without building the metric)."""
         return cls.unit

@@ -89,6 +89,28 @@ def test_detector_floor_is_reported(mini):
     assert 0 < floor["metrics"]["F-LD"]["value"] < 4  # dlib on our renders: about 2 px
 
 
+def test_motion_routes_references_and_floors_are_reported(mini):
+    """Issue 16: every head-motion entry names its pose route and carries the ground truth through
+    it; the run measures the frame routes on the ground truth and on still heads; the report shows
+    them. Diversity is synthtalk's distance to the ground truth through the route."""
+    _, out = mini
+    for row in METHODS:
+        for label in ("Diversity", "BeatAlign"):
+            m = result(out, row)["metrics"][label]
+            assert m["route"] == "pnp/predicted" and m["route_reference"]["n"] == 6
+    gt = result(out, "ground_truth")["metrics"]
+    assert gt["Diversity"]["value"] == 0.0 and gt["Diversity"]["higher_is_better"] is False
+    assert gt["Diversity"]["raw_value"] == gt["Diversity"]["route_reference"]["value"]
+    floor = result(out, "_motion_floor")["metrics"]["Diversity"]["sigmas"]
+    routes = floor["0"]
+    assert routes["pnp/detected"]["still_static"]["value"] == 0.0  # dlib on identical frames
+    assert routes["pnp/detected+mp4"]["still_static"]["value"] > 0  # H.264 makes them differ
+    assert 0 < routes["pnp/detected"]["still_talking"]["value"] < routes["pnp/detected"]["ground_truth"]["value"]
+    assert floor["2"]["pnp/detected"]["still_talking"]["value"] < routes["pnp/detected"]["still_talking"]["value"]
+    report = (out / "README.md").read_text()
+    assert "## Head motion" in report and "`pnp/detected+mp4`" in report and "Floor: talking" in report
+
+
 def test_results_carry_what_the_report_needs(mini):
     """Each result holds its metrics' label, direction, unit and level and the clips' metadata;
     set-level metrics count the clips that contributed and get a CI from resampling them."""
