@@ -52,6 +52,9 @@ class Method:
     # Method names of this method's ablation variants (the paper's ablation table), added as rows
     # by `talkbench run --ablations`.
     ablations: ClassVar[tuple[str, ...]] = ()
+    # True: `fit` trains on per-frame AU labels (`Clip.aus`, AU10/14/20/25/26). Clips without them
+    # (real datasets) get them from the protocol's AU backend before fit (`bench.runner`).
+    needs_au_labels: ClassVar[bool] = False
 
     def __init__(self, config: Optional[MethodConfig] = None) -> None:
         self.config = config if config is not None else self.Config.preset("tiny")

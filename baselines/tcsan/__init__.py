@@ -217,6 +217,7 @@ class TCSAN(TorchMethod):
     inputs = frozenset({"audio", "identity_frame"})
     outputs = frozenset({"frames"})
     Config = TCSANConfig
+    needs_au_labels = True
     ablations = ("tcsan", "tcsan_gru", "tcsan_tcn", "tcsan_mhatt_tcn", "tcsan_coatt_tcn",
                  "tcsan_audio2au_only", "tcsan_lrec", "tcsan_lrec_per", "tcsan_lrec_per_id", "tcsan_lau")
 
