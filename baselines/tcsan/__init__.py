@@ -67,9 +67,10 @@ Presets. `paper`: widths 64 (identity, audio, decoder), AU classifier 32, Audio2
 with LSTM 256, TCSAN width 512 (8 tokens of 64, 4 heads), 20 epochs over all 32-frame windows
 (`epoch_mode: all_windows`), batch 8, Audio2AU / AU classifier pre-training 20 epochs each; the
 paper does not give widths, window, batch or pre-training length: those are talkbench's choices.
-`tiny` (CPU, under 2 minutes on synthtalk): widths 8, TCSAN width 64 (4 tokens), 8-frame
-windows, batch 8, 14 epochs of one window per clip, lr 2e-3 (the paper's 2e-4 does not converge in
-~100 steps), 1 thread, short pre-training (Audio2AU 8 epochs, AU classifier 3), and the perceptual
+`tiny` (CPU, under 2 minutes on synthtalk): widths 8 (decoder 4), TCSAN width 64 (4 tokens),
+8-frame windows, batch 8, 12 epochs of one window per clip, lr 2e-3 (the paper's 2e-4 does not
+converge in ~100 steps), 1 thread, short pre-training on 1536 random train frames (Audio2AU 8
+epochs, AU classifier 3), and the perceptual
 loss on a randomly initialised VGG19 cut at relu1_1 on frames downsized to 56 px (`vgg_weights:
 null`, `per_size: 56`): ImageNet weights are not shipped with talkbench, and VGG19 at 112 px
 costs several seconds a step on the CPU (measured: relu1_1 + relu2_1 at 112 px, 96 frames: 13 s). The AU loss
@@ -100,9 +101,9 @@ SPEECH_AUS = ("AU10", "AU14", "AU20", "AU25", "AU26")
 MFCC_HOP_S = 0.010
 
 TINY: dict[str, Any] = dict(
-    epochs=14, lr=2e-3, batch_size=8, window_frames=8, threads=1, per_size=56,
+    epochs=12, lr=2e-3, batch_size=8, window_frames=8, threads=1, per_size=56, pretrain_frames=1536,
     id_width=8, audio_width=8, a2au_width=8, a2au_hidden=32, fusion_dim=64, att_tokens=4,
-    dec_width=8, au_width=8, vgg_weights=None, vgg_layers=("relu1_1",),
+    dec_width=4, au_width=8, vgg_weights=None, vgg_layers=("relu1_1",),
     vgg_layer_weights=(1.0,), a2au_epochs=8, clf_epochs=3, pretrain_lr=2e-3)
 PAPER: dict[str, Any] = dict(
     epochs=20, lr=2e-4, batch_size=8, window_frames=32, epoch_mode="all_windows",
@@ -145,6 +146,7 @@ class TCSANConfig(TorchMethodConfig):
     clf_epochs: int = 20  # AU classifier pre-training epochs over the train frames
     pretrain_lr: float = 1e-3
     pretrain_batch: int = 128
+    pretrain_frames: int = 0  # > 0: pre-train on this many train frames drawn at random (tiny); 0: all
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": TINY, "paper": PAPER}
 
@@ -355,6 +357,9 @@ class TCSAN(TorchMethod):
         """Adam on (inputs, labels) with Eq. 5's class-weighted BCE; returns the loss per epoch."""
         cfg = self.config
         rng = np.random.default_rng(seed)
+        if 0 < cfg.pretrain_frames < len(inputs):
+            keep = np.sort(rng.choice(len(inputs), int(cfg.pretrain_frames), replace=False))
+            inputs, labels = inputs[keep], labels[keep]
         weights = self._au_weights.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.pretrain_lr)
         bs = int(cfg.pretrain_batch)

@@ -201,16 +201,16 @@ class ImageDecoder(nn.Module):
     identity encoder's map of its input size (U-Net skip, concatenated), and two stride-1 ones; a
     sigmoid gives RGB in [0, 1]."""
 
-    def __init__(self, in_dim: int, width: int) -> None:
+    def __init__(self, in_dim: int, width: int, skip_width: int) -> None:
         super().__init__()
-        w = width
+        w, s = width, skip_width  # skips have 8s, 4s, 2s, s channels at 7, 14, 28, 56 px
         self.fc = nn.Linear(in_dim, 8 * w * 7 * 7)
         self.width = w
         # (in channels incl. skip, out channels)
-        self.ups = nn.ModuleList([nn.ConvTranspose2d(16 * w, 4 * w, 4, 2, 1),  # 7 -> 14
-                                  nn.ConvTranspose2d(8 * w, 2 * w, 4, 2, 1),  # 14 -> 28
-                                  nn.ConvTranspose2d(4 * w, w, 4, 2, 1),  # 28 -> 56
-                                  nn.ConvTranspose2d(2 * w, w, 4, 2, 1)])  # 56 -> 112
+        self.ups = nn.ModuleList([nn.ConvTranspose2d(8 * w + 8 * s, 4 * w, 4, 2, 1),  # 7 -> 14
+                                  nn.ConvTranspose2d(4 * w + 4 * s, 2 * w, 4, 2, 1),  # 14 -> 28
+                                  nn.ConvTranspose2d(2 * w + 2 * s, w, 4, 2, 1),  # 28 -> 56
+                                  nn.ConvTranspose2d(w + s, w, 4, 2, 1)])  # 56 -> 112
         self.refine = nn.ConvTranspose2d(w, w, 3, 1, 1)
         self.out = nn.ConvTranspose2d(w, 3, 3, 1, 1)
 
@@ -284,7 +284,7 @@ class TCSANNet(nn.Module):
         in_dim = 2 * cfg.feature_dim + (NUM_AUS * AU_FEATURE if cfg.use_audio2au else 0)
         self.fusion = Fusion(cfg.fusion, in_dim, cfg.fusion_dim, cfg.tcsan_depth, cfg.att_tokens,
                              cfg.att_heads, cfg.feature_dim)
-        self.decoder = ImageDecoder(cfg.fusion_dim, cfg.dec_width)
+        self.decoder = ImageDecoder(cfg.fusion_dim, cfg.dec_width, cfg.id_width)
         self.au_classifier = AUClassifier(cfg.au_width) if cfg.use_au_loss else None
 
     def forward(self, identity: torch.Tensor, mfcc: torch.Tensor, chunk: int = 0) -> torch.Tensor:
