@@ -90,6 +90,12 @@ class Method:
     def predict(self, inp: MethodInput) -> Prediction:
         raise NotImplementedError
 
+    def fit_report(self, splits: dict[str, list[Clip]]) -> Optional[dict]:
+        """After fit or load: a JSON-able report on the trained parts themselves (e.g. a pre-trained
+        sub-network's own scores on the splits' ground truth), written by the harness to the
+        results folder as `_<row>_fit_report.json`. None (the default): nothing to report."""
+        return None
+
 
 # Every method, by name: the modules of this package register with `@register`, other installed
 # distributions through the entry-point group `talkbench.methods`.

@@ -111,11 +111,15 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
         workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    if method.needs_au_labels and checkpoint is None:
-        splits = {**splits, "train": with_au_labels(protocol, splits["train"]),
-                  "val": with_au_labels(protocol, splits["val"])}
-    ckpt_path = train_or_load(method, splits, workdir, device, seed, checkpoint)
+    labelled = splits
+    if method.needs_au_labels:
+        labelled = {name: with_au_labels(protocol, clips) for name, clips in splits.items()}
+    ckpt_path = train_or_load(method, labelled, workdir, device, seed, checkpoint)
     timings["fit_or_load_s"] = time.perf_counter() - start
+    fit_report = method.fit_report(labelled) if out is not None else None
+    if fit_report is not None:
+        write_result(out / f"_{spec.row}_fit_report.json", {"kind": "fit_report", "row": spec.row,
+                                                            "protocol": protocol.id, **fit_report})
     start = time.perf_counter()
     pred_dir = workdir / "predictions"
     failures = predict_all(method, splits["test"], pred_dir, progress)

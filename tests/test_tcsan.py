@@ -133,6 +133,10 @@ def test_checkpoint_round_trip_and_same_seed(clips, tmp_path):
     loaded = TCSAN.load(path, method.config)
     inp = MethodInput.from_clip(clips[2], method.inputs)
     np.testing.assert_array_equal(method.predict(inp).frames, loaded.predict(inp).frames)
+    report = loaded.fit_report({"train": clips[:2], "test": clips[2:]})  # paper Table 1, from the checkpoint
+    assert set(report["test"]["per_au"]) == {"AU10", "AU14", "AU20", "AU25", "AU26"}
+    assert report["test"]["frames"] == clips[2].num_frames and 0 <= report["train"]["avg_accuracy"] <= 1
+    assert build_method("tcsan_lrec", "tiny", FAST).fit_report({}) is None
     with pytest.raises(ValueError):
         build_method("tcsan", "tiny", FAST).set_state(method.state())  # no Audio2AU in `tcsan`
 

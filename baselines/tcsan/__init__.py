@@ -240,6 +240,8 @@ class TCSAN(TorchMethod):
             self._data[key] = ClipData(resize_frames(clip.frames),
                                        mfcc_windows(clip.audio, clip.sample_rate, clip.fps, clip.num_frames),
                                        au_labels(clip))
+            if clip.frames_loader is not None:
+                clip.release_frames()  # the 112 px copy is all training needs; the loader can reread
         return self._data[key]
 
     def make_batch(self, clips, rng, device, starts=None) -> dict[str, torch.Tensor]:
@@ -397,6 +399,22 @@ class TCSAN(TorchMethod):
         return {"per_au": per, "avg_f1": float(np.mean(f1s)) if f1s else float("nan"),
                 "avg_accuracy": float(np.mean([v["accuracy"] for v in per.values()])),
                 "frames": int(sum(len(x) for x in labels))}
+
+    def fit_report(self, splits: dict[str, list[Clip]]) -> Optional[dict]:
+        """Paper Table 1: the AU classifier's own per-AU F1 / accuracy (threshold 0.5) on the real
+        frames of the train and test splits against their AU labels (synthtalk: its exact AUs;
+        clips without labels are left out). None when the row has no AU classifier."""
+        if self.model is None or getattr(self.model, "au_classifier", None) is None:
+            return None
+        out: dict[str, Any] = {"what": "AU classifier on real frames (paper Table 1)", "threshold": 0.5}
+        device = torch.device(self.device)
+        for name in ("train", "test"):
+            clips = [c for c in splits.get(name, []) if c.aus is not None and c.has_frames]
+            if clips:
+                out[name] = self.evaluate_au_classifier(self.model.au_classifier, clips, device)
+                for clip in clips:
+                    self._data.pop(id(clip), None)  # the test frames are not needed again here
+        return out
 
     # -- inference -----------------------------------------------------------------------
     def infer(self, model, inp: MethodInput, device) -> Prediction:
