@@ -73,7 +73,11 @@ converge in ~100 steps), 1 thread, short pre-training on 1536 random train frame
 epochs, AU classifier 3), and the perceptual
 loss on a randomly initialised VGG19 cut at relu1_1 on frames downsized to 56 px (`vgg_weights:
 null`, `per_size: 56`): ImageNet weights are not shipped with talkbench, and VGG19 at 112 px
-costs several seconds a step on the CPU (measured: relu1_1 + relu2_1 at 112 px, 96 frames: 13 s). The AU loss
+costs several seconds a step on the CPU (measured: relu1_1 + relu2_1 at 112 px, 96 frames: 13 s).
+Also in `tiny` only, `identity_residual`: the decoder's last layer gives a change of the identity
+frame (identity + tanh(x / 2), clamped) instead of the frame itself (sigmoid), so that ~100 CPU
+steps start from the identity's face and spend themselves on the mouth; `paper` decodes the frame
+itself, as the paper does. The AU loss
 weight stays 0.02 in both presets.
 """
 
@@ -102,6 +106,7 @@ MFCC_HOP_S = 0.010
 
 TINY: dict[str, Any] = dict(
     epochs=12, lr=2e-3, batch_size=8, window_frames=8, threads=1, per_size=56, pretrain_frames=1536,
+    identity_residual=True,
     id_width=8, audio_width=8, a2au_width=8, a2au_hidden=32, fusion_dim=64, att_tokens=4,
     dec_width=4, au_width=8, vgg_weights=None, vgg_layers=("relu1_1",),
     vgg_layer_weights=(1.0,), a2au_epochs=8, clf_epochs=3, pretrain_lr=2e-3)
@@ -141,6 +146,7 @@ class TCSANConfig(TorchMethodConfig):
     vgg_weights: Optional[str] = "vgg19"  # registry name; None: random VGG19 (tiny only)
     vgg_layers: tuple = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     vgg_layer_weights: tuple = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+    identity_residual: bool = False  # tiny: the decoder outputs a change of the identity frame
     per_size: int = IMAGE  # frames are resized (bilinear) to this before VGG19 (tiny: 56)
     a2au_epochs: int = 20  # Audio2AU pre-training epochs over the train frames
     clf_epochs: int = 20  # AU classifier pre-training epochs over the train frames

@@ -214,11 +214,17 @@ class ImageDecoder(nn.Module):
         self.refine = nn.ConvTranspose2d(w, w, 3, 1, 1)
         self.out = nn.ConvTranspose2d(w, 3, 3, 1, 1)
 
-    def forward(self, f: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, f: torch.Tensor, skips: list[torch.Tensor],
+                base: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """RGB in [0, 1]; with `base` (the identity image, N x 3 x 112 x 112) the decoder's output is
+        a change of it, base + tanh(x / 2) clamped to [0, 1], instead of sigmoid(x)."""
         h = F.relu(self.fc(f)).view(-1, 8 * self.width, 7, 7)
         for up, skip in zip(self.ups, reversed(skips)):
             h = F.relu(up(torch.cat([h, skip], dim=1)))
-        return torch.sigmoid(self.out(F.relu(self.refine(h))))
+        x = self.out(F.relu(self.refine(h)))
+        if base is None:
+            return torch.sigmoid(x)
+        return (base + torch.tanh(x / 2)).clamp(0, 1)
 
 
 class AUClassifier(nn.Module):
@@ -286,6 +292,7 @@ class TCSANNet(nn.Module):
                              cfg.att_heads, cfg.feature_dim)
         self.decoder = ImageDecoder(cfg.fusion_dim, cfg.dec_width, cfg.id_width)
         self.au_classifier = AUClassifier(cfg.au_width) if cfg.use_au_loss else None
+        self.identity_residual = bool(cfg.identity_residual)
 
     def forward(self, identity: torch.Tensor, mfcc: torch.Tensor, chunk: int = 0) -> torch.Tensor:
         """identity B x 3 x 112 x 112 in [0, 1], mfcc B x T x 12 x 28 -> frames B x T x 3 x 112 x 112.
@@ -301,5 +308,7 @@ class TCSANNet(nn.Module):
         for k in range(0, t, step):
             n = min(step, t - k)
             sk = [s[:, None].expand(b, n, *s.shape[1:]).reshape(b * n, *s.shape[1:]) for s in skips]
-            out.append(self.decoder(f_t[:, k:k + n].reshape(b * n, -1), sk).view(b, n, 3, IMAGE, IMAGE))
+            base = identity[:, None].expand(b, n, *identity.shape[1:]).reshape(b * n, *identity.shape[1:])
+            out.append(self.decoder(f_t[:, k:k + n].reshape(b * n, -1), sk,
+                                    base if self.identity_residual else None).view(b, n, 3, IMAGE, IMAGE))
         return torch.cat(out, dim=1)
