@@ -67,7 +67,9 @@ Presets. `paper`: widths 64 (identity, audio, decoder), AU classifier 32, Audio2
 with LSTM 256, TCSAN width 512 (8 tokens of 64, 4 heads), 20 epochs over all 32-frame windows
 (`epoch_mode: all_windows`), batch 8, Audio2AU / AU classifier pre-training 20 epochs each; the
 paper does not give widths, window, batch or pre-training length: those are talkbench's choices.
-`tiny` (CPU, under 2 minutes on synthtalk): widths 8 (decoder 4), TCSAN width 64 (4 tokens),
+`tiny` (CPU; sized for about 2 minutes on 2 free cores on synthtalk, NOT verified: the one measured
+fit took 554 s on 2 cores shared with other jobs, load average ~11; and at this size it does not
+yet beat `static` on AU-F1 or LSE-C (expert) on synthtalk): widths 8 (decoder 4), TCSAN width 64 (4 tokens),
 8-frame windows, batch 8, 12 epochs of one window per clip, lr 2e-3 (the paper's 2e-4 does not
 converge in ~100 steps), 1 thread, short pre-training on 1536 random train frames (Audio2AU 8
 epochs, AU classifier 3), and the perceptual
