@@ -52,6 +52,9 @@ class Method:
     # Method names of this method's ablation variants (the paper's ablation table), added as rows
     # by `talkbench run --ablations`.
     ablations: ClassVar[tuple[str, ...]] = ()
+    # True: `fit` trains on per-frame AU labels (`Clip.aus`, AU10/14/20/25/26). Clips without them
+    # (real datasets) get them from the protocol's AU backend before fit (`bench.runner`).
+    needs_au_labels: ClassVar[bool] = False
 
     def __init__(self, config: Optional[MethodConfig] = None) -> None:
         self.config = config if config is not None else self.Config.preset("tiny")
@@ -86,6 +89,12 @@ class Method:
 
     def predict(self, inp: MethodInput) -> Prediction:
         raise NotImplementedError
+
+    def fit_report(self, splits: dict[str, list[Clip]]) -> Optional[dict]:
+        """After fit or load: a JSON-able report on the trained parts themselves (e.g. a pre-trained
+        sub-network's own scores on the splits' ground truth), written by the harness to the
+        results folder as `_<row>_fit_report.json`. None (the default): nothing to report."""
+        return None
 
 
 # Every method, by name: the modules of this package register with `@register`, other installed

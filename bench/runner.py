@@ -7,6 +7,7 @@ where it stopped. Result JSONs go to `results/<protocol>/`, from which the repor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -128,8 +129,15 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
         workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    ckpt_path = train_or_load(method, splits, workdir, device, seed, checkpoint)
+    labelled = splits
+    if method.needs_au_labels:
+        labelled = {name: with_au_labels(protocol, clips) for name, clips in splits.items()}
+    ckpt_path = train_or_load(method, labelled, workdir, device, seed, checkpoint)
     timings["fit_or_load_s"] = time.perf_counter() - start
+    fit_report = method.fit_report(labelled) if out is not None else None
+    if fit_report is not None:
+        write_result(out / f"_{spec.row}_fit_report.json", {"kind": "fit_report", "row": spec.row,
+                                                            "protocol": protocol.id, **fit_report})
     start = time.perf_counter()
     pred_dir = workdir / "predictions"
     failures = predict_all(method, splits["test"], pred_dir, progress, protocol.encode)
@@ -145,6 +153,41 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
     if out is not None:
         log.info("%s: wrote %s", spec.row, out / f"{spec.row}.json")
     return result
+
+
+def with_au_labels(protocol: Protocol, clips: list[Clip]) -> list[Clip]:
+    """`clips` with AU labels (`aus`, T x 5 in `metrics.au.AU_NAMES` order) for methods that train
+    on them. Clips that have them (synthtalk: its exact speech AUs) are kept as they are; the others
+    get the detections of the protocol's AU backend (the first AU-F1 / AU-Acc metric's `backend`,
+    geometric by default) on their reference: the geometric detector on the clip's landmarks
+    (frames whose landmarks were gap-filled count as absent), or the OpenFace CSV
+    `csv_dir/ref/<clip id>.csv`. Copies, the session's clips are not changed."""
+    from metrics.au import AU_NAMES, detect_geometric, read_openface_csv
+
+    params: dict = {}
+    for spec in protocol.metrics:
+        if spec.name in ("AU-F1", "AU-Acc"):
+            params = dict(spec.params)
+            break
+    backend = params.get("backend", "geometric")
+    out = []
+    for clip in clips:
+        if clip.aus is not None:
+            out.append(clip)
+            continue
+        if backend == "geometric":
+            occurrence, ok = detect_geometric(clip.landmarks, clip.landmarks_found)
+        elif backend == "openface-csv" and params.get("csv_dir"):
+            path = Path(params["csv_dir"]).expanduser() / "ref" / f"{clip.id}.csv"
+            if not path.is_file():
+                raise ValueError(f"AU labels for training: no OpenFace CSV {path}")
+            occurrence, ok = read_openface_csv(path, clip.num_frames, float(params.get("min_confidence", 0.8)))
+        else:
+            raise ValueError(f"AU labels for training: backend {backend!r} of protocol {protocol.id} "
+                             f"cannot label the train clips (use geometric or openface-csv with csv_dir)")
+        out.append(dataclasses.replace(clip, aus=(occurrence & ok[:, None]).astype(np.float32),
+                                       au_names=tuple(AU_NAMES)))
+    return out
 
 
 def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optional[str],

@@ -245,3 +245,24 @@ def test_spear_mead_pose_and_spear_run(tmp_path):
     for metric in ("PSNR", "SSIM", "FID"):
         assert metric in result["metrics"], metric
     assert np.isfinite(result["metrics"]["PSNR"]["value"])
+
+
+@pytest.mark.parametrize("dataset", ["grid", "tcdtimit"])
+def test_fake_tree_runs_tcsan_t4_with_tcsan_full(dataset, tmp_path):
+    """`talkbench run tcsan_t4_<dataset> --methods tcsan_full` end to end at tiny on a fake tree:
+    the harness labels the train clips' AUs with the protocol's backend, tcsan_full trains on the
+    112 x 112 crops and its frames are scored (no resize: the protocol's frames are 112 x 112)."""
+    speakers = {"grid": ["s1", "s2", "s3"], "tcdtimit": ["01M", "02M", "03F"]}[dataset]
+    tree = build_fake_tree(dataset, tmp_path / "root", speakers=speakers, clips_per_speaker=2,
+                           seconds=1.2, defects=())
+    protocol = _fake_protocol(dataset, f"tcsan_t4_{dataset}", tree, tmp_path / f"fake_{dataset}.yaml")
+    raw = yaml.safe_load(protocol.path.read_text())
+    paper = load_protocol(f"tcsan_t4_{dataset}").raw  # its metrics (PSNR, SSIM, AU-F1, AU-Acc) and rows
+    raw["metrics"], raw["reference_results"] = paper["metrics"], paper["reference_results"]
+    protocol.path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["run", str(protocol.path), "--methods", "tcsan_full", "--root", str(tree.root),
+                 "--results", str(tmp_path / "results"), "--quiet"]) == 0
+    out = tmp_path / "results" / f"fake_{dataset}"
+    result = json.loads((out / "tcsan_full.json").read_text())
+    assert result["clips"] > 0 and result["metrics"]["PSNR"]["value"] > 10
+    assert "TCSAN+Audio2AU" in (out / "README.md").read_text()
