@@ -214,7 +214,7 @@ def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict],
             e = r["metrics"].get(label, {})
             if "route" not in e or e.get("value") is None:
                 continue
-            ref, floor = e.get("route_reference") or {}, e.get("jitter_floor") or {}
+            ref, floors = e.get("route_reference") or {}, e.get("jitter_floor") or {}
             route = _route_of(e)
             routes.update(e["route"] if isinstance(e["route"], list) else [e["route"]])
             conventions[label] = e.get("params", {}).get("convention", "raw")
@@ -226,8 +226,8 @@ def motion_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict],
                      f"{fmt(ref.get('value'))} [{fmt(ref.get('ci', [None])[0])}, {fmt(ref.get('ci', [None, None])[1])}]"
                      if ref else "—"]
             for still in ("static", "talking"):
-                f = floor.get(still)
-                cells.append(fmt(f.get("value")) if f else ("0 (by construction)" if ref and not floor else "—"))
+                f = floors.get(still)
+                cells.append(fmt(f.get("value")) if f else ("0 (by construction)" if ref and not floors else "—"))
             cells.append(fmt(e["value"]) if "distance" in e else "—")
             body.append(cells)
     if not body and not (floor or {}).get("metrics"):

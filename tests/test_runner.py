@@ -103,8 +103,8 @@ def test_motion_routes_references_and_floors_are_reported(mini):
     assert gt["Diversity"]["raw_value"] == gt["Diversity"]["route_reference"]["value"]
     floor = result(out, "_motion_floor")["metrics"]["Diversity"]["sigmas"]
     routes = floor["0"]
-    assert routes["pnp/detected"]["still_static"]["value"] == 0.0  # dlib on identical frames
-    assert routes["pnp/detected+mp4"]["still_static"]["value"] > 0  # H.264 makes them differ
+    assert routes["pnp/detected"]["still_static"]["value"] < 1e-9  # dlib on identical frames
+    assert routes["pnp/detected+mp4"]["still_static"]["value"] > 1e-3  # H.264 makes them differ
     assert 0 < routes["pnp/detected"]["still_talking"]["value"] < routes["pnp/detected"]["ground_truth"]["value"]
     assert floor["2"]["pnp/detected"]["still_talking"]["value"] < routes["pnp/detected"]["still_talking"]["value"]
     report = (out / "README.md").read_text()
