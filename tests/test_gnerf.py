@@ -34,9 +34,9 @@ def test_volume_rendering_of_a_slab_matches_closed_form():
     colour = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     rgb, acc, depth = composite(sigma, colour.expand(1, n, 3), edges, t)
     opacity = 1 - math.exp(-sigma_v)
-    assert acc.item() == pytest.approx(opacity, abs=1e-9)
-    assert torch.allclose(rgb[0], colour * opacity, atol=1e-9)
-    exact = 1 + (1 - math.exp(-sigma_v) * (1 + sigma_v)) / sigma_v  # int_1^2 t s e^{-s(t-1)} dt
+    assert acc.item() == pytest.approx(opacity, abs=1e-7)  # 1e-10 guard in T
+    assert torch.allclose(rgb[0], colour * opacity, atol=1e-7)
+    exact = opacity + (1 - math.exp(-sigma_v) * (1 + sigma_v)) / sigma_v  # int_1^2 t s e^{-s(t-1)} dt
     assert depth.item() == pytest.approx(exact, abs=2e-3)
 
 
@@ -129,7 +129,7 @@ def test_one_frame_overfit_reaches_high_psnr():
     clip = _person_clip(frames=8)
     one = Clip(**{**clip.__dict__, "id": "one"})
     one._frames = np.repeat(clip.frames[:1], 8, axis=0)
-    m = build_method("gnerf", "tiny", {**_FAST, "iters": 250, "rays": 256, "alpha_weight": 0.0, "eye_weight": 0.0})
+    m = build_method("gnerf", "tiny", {**_FAST, "iters": 150, "rays": 256, "alpha_weight": 0.0, "eye_weight": 0.0})
     m.fit([one], [], seed=0)
     pose = np.repeat(one.pose[:1], 1, 0).astype(np.float64)
     norm = np.zeros((68, 3), np.float32)  # landmarks of frame 0 in model units
@@ -187,7 +187,7 @@ def test_variants_registered_and_lifted_defaults_without_3d():
 def test_paper_preset_size_and_one_step_on_cpu():
     clip = _person_clip(frames=6)
     cfg = dict(stage1_preset="tiny", stage1=dict(epochs=1, batch_size=1), stage1_piece_seconds=0.2, iters=1,
-               render_size=64, vgg_weights=None)
+               render_size=16, vgg_weights=None)
     m = build_method("gnerf", "paper", cfg)
     assert m.config.levels == 16 and m.config.log2_size == 19 and m.config.patch == 64
     m.fit([clip], [], seed=0)
