@@ -64,6 +64,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -344,6 +345,7 @@ class GNerfMethod(Method):
         was = torch.are_deterministic_algorithms_enabled()
         if device.type == "cpu":
             torch.use_deterministic_algorithms(True)
+        t0, cpu0 = time.perf_counter(), time.process_time()
         try:
             model.train()
             for step in range(cfg.iters):
@@ -394,7 +396,8 @@ class GNerfMethod(Method):
         finally:
             torch.use_deterministic_algorithms(was)
         model.eval()
-        self.train_log = [{"iters": cfg.iters, "camera_rms_px": rms, "loss_first100": float(np.mean(history[:100])),
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        self.train_log = [{"iters": cfg.iters, "seconds": wall, "cpu_seconds": cpu, "camera_rms_px": rms, "loss_first100": float(np.mean(history[:100])),
                            "loss_last100": float(np.mean(history[-100:]))}]
         log.info("%s: %s", self.name, self.train_log[0])
         if workdir is not None:
