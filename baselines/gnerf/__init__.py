@@ -47,8 +47,8 @@ decay to 0.1x over the run. The paper's early-training face-only ray mask is not
 
 Presets:
 - `paper`: 16 levels x 2 features, 2^19 entries per level, resolutions 16..2048 (RAD-NeRF's grid:
-  the paper builds on RAD-NeRF and prints ~12M parameters for its model; this preset has ~12.6M,
-  almost all in the hash tables; count with `GNerfMethod.parameter_count`), 64-wide 3-layer density
+  the paper builds on RAD-NeRF and prints ~12M parameters for its model; this preset has 12.23M (12.20M of them
+  in the hash tables; with one latent code; count with `GNerfMethod.parameter_count`), 64-wide 3-layer density
   and 2-layer colour MLPs, 64 samples per ray, 64 x 64 patches with VGG, 100k iterations (Table I's
   first row; 300k for the second), render at 512.
 - `tiny` (CPU, 2 cores): 8 levels, 2^14 entries, resolutions 8..256, 16 samples per ray, 512
