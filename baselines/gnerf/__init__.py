@@ -128,7 +128,7 @@ class GNerfConfig(MethodConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(stage1_preset="tiny", stage1=dict(epochs=60), render_size=64, levels=8, log2_size=14,
                      base_res=8, finest_res=256, samples=16, rays=512, patch=0, iters=400, lr_grid=2e-2,
-                     lr_net=2e-3, vgg_weight=0.0, threads=2),
+                     lr_net=2e-3, vgg_weight=0.0, threads=1),
         "paper": dict(stage1_preset="paper", render_size=512, levels=16, features=2, log2_size=19, base_res=16,
                       finest_res=2048, hidden=64, layers=3, color_hidden=64, color_layers=2, samples=64,
                       patch=64, iters=100_000, lr_grid=5e-3, lr_net=5e-4, vgg_weight=0.05),
