@@ -266,3 +266,23 @@ def test_fake_tree_runs_tcsan_t4_with_tcsan_full(dataset, tmp_path):
     result = json.loads((out / "tcsan_full.json").read_text())
     assert result["clips"] > 0 and result["metrics"]["PSNR"]["value"] > 10
     assert "TCSAN+Audio2AU" in (out / "README.md").read_text()
+
+
+def test_gnerf_runs_end_to_end_on_a_fake_person_video(tmp_path):
+    """`talkbench run gnerf_t1_test_a --methods gnerf` on a fake person-specific tree with the
+    built-in defaults (PnP pose as camera, 2D landmarks lifted with the template depth, landmark-hull
+    head mask, median background); a reduced tiny config so it fits the test budget."""
+    tree = build_fake_tree("person_specific", tmp_path / "root", speakers=["obama"], clips_per_speaker=1,
+                           seconds=2.0, defects=())
+    protocol = _fake_protocol("person_specific", "gnerf_t1_test_a", tree, tmp_path / "fake.yaml")
+    raw = protocol.raw
+    fast = dict(stage1=dict(epochs=1, batch_size=1), stage1_piece_seconds=0.4, render_size=16, samples=6, rays=128,
+                iters=5, levels=4, log2_size=10, base_res=4, finest_res=32, hidden=16, color_hidden=16)
+    raw["methods"] = [{"name": "gnerf", "config": fast}]
+    (tmp_path / "fake.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / "results"
+    assert main(["run", str(tmp_path / "fake.yaml"), "--methods", "gnerf", "--root", str(tree.root),
+                 "--results", str(out), "--quiet"]) == 0
+    result = json.loads(next(out.rglob("gnerf.json")).read_text())
+    assert result["clips"] > 0
+    assert result["metrics"]["PSNR"]["value"] is not None

@@ -34,9 +34,9 @@ def test_volume_rendering_of_a_slab_matches_closed_form():
     colour = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
     rgb, acc, depth = composite(sigma, colour.expand(1, n, 3), edges, t)
     opacity = 1 - math.exp(-sigma_v)
-    assert acc.item() == pytest.approx(opacity, abs=1e-9)
-    assert torch.allclose(rgb[0], colour * opacity, atol=1e-9)
-    exact = 1 + (1 - math.exp(-sigma_v) * (1 + sigma_v)) / sigma_v  # int_1^2 t s e^{-s(t-1)} dt
+    assert acc.item() == pytest.approx(opacity, abs=1e-7)  # 1e-10 guard in T
+    assert torch.allclose(rgb[0], colour * opacity, atol=1e-7)
+    exact = opacity + (1 - math.exp(-sigma_v) * (1 + sigma_v)) / sigma_v  # int_1^2 t s e^{-s(t-1)} dt
     assert depth.item() == pytest.approx(exact, abs=2e-3)
 
 
@@ -87,16 +87,13 @@ def test_encodings_shapes_and_depth_term():
 
 def _person_clip(frames=12, size=32, seed=0):
     """A tiny head: a disc whose colour follows the mouth opening, moving with the pose."""
-    from bench.data.synthtalk import corpus  # noqa: F401  (only to keep the test's imports honest)
-
     rng = np.random.default_rng(seed)
     t = np.arange(frames)
-    template = np.stack(np.meshgrid(np.linspace(-60, 60, 17), [0.0], indexing="ij"), -1).reshape(-1, 2)[:17]
     pts3d = np.zeros((frames, 68, 3))
     ang = np.linspace(0, 2 * np.pi, 68, endpoint=False)
     for f in range(frames):
         pts3d[f, :, 0] = 60 * np.cos(ang)
-        pts3d[f, :, 1] = 70 * np.sin(ang) + (10 * np.sin(f) if True else 0) * (np.arange(68) >= 48)
+        pts3d[f, :, 1] = 70 * np.sin(ang) + 10 * np.sin(f) * (np.arange(68) >= 48)
         pts3d[f, :, 2] = 10 * np.cos(ang)
     pose = np.zeros((frames, 6))
     pose[:, 0] = 5 * np.sin(t / 3)
@@ -115,7 +112,6 @@ def _person_clip(frames=12, size=32, seed=0):
         imgs[f] = 30
         imgs[f][inside] = (200, 120 + 40 * np.sin(f), 90)
     audio = rng.standard_normal(frames * 640).astype(np.float32) * 0.1
-    del template
     return Clip(id="p", speaker="p", audio=audio, landmarks=lmk2d.astype(np.float32),
                 landmarks3d=pts3d.astype(np.float32), pose=pose.astype(np.float32), fps=25.0,
                 _frames=imgs)
@@ -129,7 +125,7 @@ def test_one_frame_overfit_reaches_high_psnr():
     clip = _person_clip(frames=8)
     one = Clip(**{**clip.__dict__, "id": "one"})
     one._frames = np.repeat(clip.frames[:1], 8, axis=0)
-    m = build_method("gnerf", "tiny", {**_FAST, "iters": 250, "rays": 256, "alpha_weight": 0.0, "eye_weight": 0.0})
+    m = build_method("gnerf", "tiny", {**_FAST, "iters": 150, "rays": 256, "alpha_weight": 0.0, "eye_weight": 0.0})
     m.fit([one], [], seed=0)
     pose = np.repeat(one.pose[:1], 1, 0).astype(np.float64)
     norm = np.zeros((68, 3), np.float32)  # landmarks of frame 0 in model units
@@ -187,9 +183,22 @@ def test_variants_registered_and_lifted_defaults_without_3d():
 def test_paper_preset_size_and_one_step_on_cpu():
     clip = _person_clip(frames=6)
     cfg = dict(stage1_preset="tiny", stage1=dict(epochs=1, batch_size=1), stage1_piece_seconds=0.2, iters=1,
-               render_size=64, vgg_weights=None)
+               render_size=16, vgg_weights=None)
     m = build_method("gnerf", "paper", cfg)
     assert m.config.levels == 16 and m.config.log2_size == 19 and m.config.patch == 64
     m.fit([clip], [], seed=0)
     n = GNerfMethod.parameter_count(m.model)
     assert 11e6 < n < 14e6, n  # the paper prints ~12M
+
+
+def test_synthtalk_person_option_joins_one_speakers_clips():
+    from bench.data.sources.synthtalk import join_clips
+
+    a, b = _person_clip(frames=5, seed=1), _person_clip(frames=7, seed=2)
+    b.id = "q"
+    joined = join_clips([a, b], "p_video")
+    assert joined.num_frames == 12 and len(joined.audio) == len(a.audio) + len(b.audio)
+    assert np.array_equal(joined.pose[5:], b.pose) and joined.frames.shape[0] == 12
+    assert joined.meta["joined"] == ["p", "q"]
+    with pytest.raises(ValueError, match="no clips"):
+        join_clips([], "x")

@@ -125,20 +125,22 @@ class HashGrid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = ((x + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)
+        cx, cy, cz = self.corners.unbind(-1)
         out = []
         for level, res in enumerate(self.resolutions):
             pos = u * res
             p0 = torch.floor(pos).clamp(max=res - 1)
             w = pos - p0
+            wc = torch.stack([1.0 - w, w], -1)  # N x 3 x 2
+            cw = wc[:, 0, cx] * wc[:, 1, cy] * wc[:, 2, cz]  # N x 8 trilinear weights
             vert = p0.to(torch.int64)[:, None, :] + self.corners  # N x 8 x 3
-            if self.hashed[level]:
-                idx = (vert[..., 0] * PRIMES[0]) ^ (vert[..., 1] * PRIMES[1]) ^ (vert[..., 2] * PRIMES[2])
-                idx = idx % self.sizes[level]
+            if self.hashed[level]:  # table sizes are powers of two: & (size - 1) is the modulo
+                idx = ((vert[..., 0] * PRIMES[0]) ^ (vert[..., 1] * PRIMES[1]) ^ (vert[..., 2] * PRIMES[2])) \
+                    & (self.sizes[level] - 1)
             else:
                 idx = (vert[..., 0] * (res + 1) + vert[..., 1]) * (res + 1) + vert[..., 2]
-            feats = self.table[idx + self.offsets[level]]  # N x 8 x F
-            cw = torch.where(self.corners.bool(), w[:, None, :], 1.0 - w[:, None, :]).prod(-1)  # N x 8
-            out.append((cw[..., None] * feats).sum(1))
+            feats = F.embedding(idx + self.offsets[level], self.table)  # N x 8 x F
+            out.append(torch.einsum("nc,ncf->nf", cw, feats))
         return torch.cat(out, -1)
 
 
