@@ -58,11 +58,13 @@ per frame flickers), and decoded with the reference latent concatenated.
   is drawn at random from the same clip.
 - `tiny`: 64 px frames (16 x 16 x 4 latents from a 4x-downsampling tiny VAE), upsampled bilinearly to
   the protocol's frame size; 2-layer DiTs of width 64; a random-initialised small wav2vec2 trained
-  with the DiTs; step budgets instead of epochs; 8 DDIM steps for motion and 6 for frames.
+  with the DiTs; step budgets instead of epochs; 8 DDIM steps for motion and 4 for frames; a (16, 32, 32)-channel VAE and a
+  (16, 32)-channel UNet, sized so the whole fit stays under 3 minutes on 2 shared CPU cores.
 - `paper`: 256 px frames, SD VAE (4 x 32 x 32 latents; the paper says 64 x 64 latents at 256 px,
   i.e. a 4x VAE, which the SD VAE is not: talkbench keeps the VAE both papers name), L = 6 DiT
   layers, `facebook/wav2vec2-base-960h` frozen (the paper names wav2vec 2.0, not a checkpoint), DDIM
-  50 steps. Step counts, batch sizes and learning rates are not in the paper; the `paper` preset's
+  50 steps; a (128, 256, 512)-channel UNet with 2 layers per block (the paper gives no UNet size).
+  Step counts, batch sizes and learning rates are not in the paper; the `paper` preset's
   are talkbench's.
 """
 
@@ -116,36 +118,36 @@ class FD2TalkConfig(MethodConfig):
     lambda_exp: float = 1.0
     lambda_pose: float = 1.0
     lambda_sync: float = 0.1
-    motion_steps: int = 300
+    motion_steps: int = 200
     motion_batch: int = 16
     motion_lr: float = 1e-3
     # lip expert
     expert_window: int = 5
     expert_hidden: int = 128
     expert_embed: int = 64
-    expert_steps: int = 300
+    expert_steps: int = 200
     expert_batch: int = 64
     expert_lr: float = 1e-3
     # stage 2
     image_size: int = 64
     vae: str = "tiny"  # tiny | sd (the registry's sd_vae_ft_mse)
-    vae_channels: tuple = (32, 64, 64)
-    vae_steps: int = 250
+    vae_channels: tuple = (16, 32, 32)
+    vae_steps: int = 80
     vae_lr: float = 2e-3
-    decoder_steps: int = 150
+    decoder_steps: int = 60
     decoder_lr: float = 1e-3
     lambda_per: float = 0.0
-    unet_channels: tuple = (32, 64)
-    unet_cross_dim: int = 64
+    unet_channels: tuple = (16, 32)
+    unet_cross_dim: int = 32
     unet_head_dim: int = 8
     unet_layers_per_block: int = 1
     motion_tokens: int = 4
     concat_cond: bool = False
-    unet_steps: int = 400
-    unet_batch: int = 32
+    unet_steps: int = 150
+    unet_batch: int = 16
     unet_lr: float = 1e-3
-    ddim_steps_frames: int = 6
-    image_batch: int = 16  # frames per autoencoder step
+    ddim_steps_frames: int = 4
+    image_batch: int = 8  # frames per autoencoder step
     threads: int = 0
     sample_seed: int = 0
 
@@ -156,7 +158,7 @@ class FD2TalkConfig(MethodConfig):
                       motion_steps=100000, motion_batch=64, motion_lr=1e-4, expert_hidden=512,
                       expert_embed=512, expert_steps=20000, expert_lr=1e-4, image_size=256, vae="sd",
                       vae_steps=0, decoder_steps=20000, decoder_lr=1e-5, lambda_per=0.1,
-                      unet_channels=(320, 640, 1280, 1280), unet_cross_dim=768, unet_head_dim=8,
+                      unet_channels=(128, 256, 512), unet_cross_dim=512, unet_head_dim=64,
                       unet_layers_per_block=2, motion_tokens=4, unet_steps=200000, unet_batch=32,
                       unet_lr=1e-4, ddim_steps_frames=50, image_batch=8),
     }
@@ -488,7 +490,7 @@ class FD2Talk(Method):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            dec_log.append(float(loss))
+            dec_log.append(float(loss.detach()))
         vae.requires_grad_(False).eval()
         # the denoiser
         beta_all, pose_all = np.concatenate(betas), np.concatenate(poses)
@@ -516,7 +518,7 @@ class FD2Talk(Method):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(den.parameters(), 1.0)
             opt.step()
-            unet_log.append(float(loss))
+            unet_log.append(float(loss.detach()))
         den.eval()
         summary = lambda xs: {"steps": len(xs), "first": xs[0] if xs else None,  # noqa: E731
                               "last_mean": float(np.mean(xs[-20:])) if xs else None}
