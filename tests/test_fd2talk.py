@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from baselines import available_methods, build_method
-from baselines.fd2talk import FD2Talk, FD2TalkConfig, MOUTH_POINTS, Stage1, Stage2, _mouth_of, _schedulers
+from baselines.fd2talk import (FD2Talk, FD2TalkConfig, MOUTH_POINTS, Stage1, Stage2, mouth_points, schedulers,
+                               fit_landmark_pca, landmark_pca_coefficients)
 from baselines.fd2talk.model import (LipExpert, MotionDiT, TwoConditionProcessor, alignment_mask,
                                      decode_with_reference, sync_loss)
 from core.types import Clip, MethodInput
@@ -77,7 +78,7 @@ def test_alignment_mask_pattern_and_effect():
 
 def test_ddim_sample_prediction_recovers_x0_with_a_perfect_denoiser():
     cfg = FD2TalkConfig.preset("tiny", ddim_steps_motion=10)
-    train, sched = _schedulers(cfg)
+    train, sched = schedulers(cfg)
     assert sched.config.prediction_type == "sample" and train.config.num_train_timesteps == 1000
     sched.set_timesteps(cfg.ddim_steps_motion)
     gen = torch.Generator().manual_seed(0)
@@ -96,7 +97,7 @@ def test_ddim_sample_prediction_recovers_x0_with_a_perfect_denoiser():
 def test_lip_expert_separates_aligned_from_shifted_on_held_out_clips(clips):
     m = build_method("fd2talk", "tiny", {"expert_steps": 250})
     spf = clips[0].sample_rate / clips[0].fps
-    mouths = [torch.as_tensor(_mouth_of(c)) for c in clips]
+    mouths = [torch.as_tensor(mouth_points(c)) for c in clips]
     mfccs = [m._mfcc_frames(c.audio, spf, c.num_frames) for c in clips]
     train_ids = [i for i, c in enumerate(clips) if c.speaker not in {clips[-1].speaker, clips[-3].speaker}]
     test_ids = [i for i in range(len(clips)) if i not in train_ids]
@@ -153,7 +154,22 @@ def test_fit_refuses_clips_without_motion(clips):
 
     bare = dataclasses.replace(clips[0], motion=None)
     with pytest.raises(ValueError, match="motion backend"):
-        build_method("fd2talk", "tiny", SMALL).fit([bare], [])
+        build_method("fd2talk", "tiny", {**SMALL, "motion_backend": "given"}).fit([bare], [])
+    with pytest.raises(ValueError, match="pose backend"):
+        build_method("fd2talk", "tiny", SMALL).fit([dataclasses.replace(clips[0], pose=None)], [])
+
+
+def test_landmark_pca_backend_ignores_similarity_and_follows_the_mouth(clips):
+    pca = fit_landmark_pca(clips[:6], 8)
+    lmk = clips[7].landmarks.astype(np.float64)
+    beta = landmark_pca_coefficients(lmk, pca)
+    angle = np.deg2rad(12.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = 1.7 * lmk @ rot.T + np.array([30.0, -12.0])
+    np.testing.assert_allclose(landmark_pca_coefficients(moved, pca), beta, atol=1e-3)
+    opened = lmk.copy()
+    opened[:, 57] += [0.0, 6.0]  # lower lip down
+    assert np.abs(landmark_pca_coefficients(opened, pca) - beta).max() > 0.1
 
 
 def test_two_condition_processor_uses_both_conditions():
@@ -180,7 +196,7 @@ def test_paper_preset_one_training_step_of_each_network():
     s1 = Stage1(cfg, 16, 6)
     assert len(s1.exp_dit.blocks) == 6 and len(s1.pose_dit.blocks) == 6
     expert = LipExpert(len(MOUTH_POINTS), 39, cfg.expert_window, cfg.expert_hidden, cfg.expert_embed)
-    train, _ = _schedulers(cfg)
+    train, _ = schedulers(cfg)
     x0, audio = torch.randn(1, 25, 22), torch.randn(1, 25 * 640)
     t = torch.tensor([300])
     pred = s1.denoise(train.add_noise(x0, torch.randn_like(x0), t), t, s1.frontend(audio, 25))

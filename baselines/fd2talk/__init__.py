@@ -20,8 +20,18 @@ normalised coefficients and L_sync = -log P_sync of a frozen lip expert (Eq. 10-
 
 Motion representation (the protocol's motion backend): the clip's `motion` (T x M expression
 coefficients) and `pose` (T x 6). On synthtalk these are its exact expression coefficients and pose.
-Real video needs a motion backend that fills `motion` (Deep3D or a built-in landmark-PCA backend);
-neither is implemented yet, and fit raises a clear error on clips without `motion`.
+`motion_backend` chooses: "given" (the clip's `motion`; an error on clips without it), "landmark_pca"
+(the built-in backend, below) or "auto" (the default: "given" when every train clip has `motion`,
+else "landmark_pca"). The paper's Deep3D coefficients are not implemented.
+- landmark_pca (built in, no download): every frame's 68 2D landmarks are aligned to the train-split
+  mean shape by a 2D similarity (Procrustes: translation, scale, in-plane rotation removed), and
+  beta = their coordinates on the first `pca_components` principal components of the aligned train
+  frames. It captures mouth, jaw, brow and eye-lid deformation as seen in the image plane; it does
+  not separate expression from out-of-plane head rotation (yaw / pitch foreshorten the aligned shape
+  and leak into beta), and it has no depth. The pose is the clip's `pose` from the protocol's pose
+  backend (prepared with the clips). The basis is refitted in `fit` (cheap; it is a function of the
+  train split's prepared landmarks, which are cached with the prepared clips) and is not needed at
+  prediction, which generates beta.
 - beta is normalised by its train-split mean / std; p is taken relative to the clip's first frame
   (the reference frame: `predict` gets that frame, not its absolute pose) and divided by its train
   std. The predicted `pose` output is therefore relative to the reference frame's pose; Diversity
@@ -150,6 +160,8 @@ class FD2TalkConfig(MethodConfig):
     image_batch: int = 8  # frames per autoencoder step
     threads: int = 0
     sample_seed: int = 0
+    motion_backend: str = "auto"  # auto | given | landmark_pca
+    pca_components: int = 16
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {},
@@ -168,22 +180,57 @@ def _stable_seed(*parts: Any) -> int:
     return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
 
-def _mouth_of(clip: Clip) -> np.ndarray:
+def mouth_points(clip: Clip) -> np.ndarray:
     """T x 20 x 2 pose-free mouth points: landmarks3d x/y if the clip has them, else the 2D points
-    centred on and scaled by the first frame."""
+    similarity-aligned to the first frame, in units of its jaw width."""
     if clip.landmarks3d is not None:
         m = np.asarray(clip.landmarks3d, np.float32)[:, MOUTH_POINTS, :2]
         return m
-    lmk = np.asarray(clip.landmarks, np.float32)
-    ref = lmk[0]
-    scale = float(np.linalg.norm(ref[16] - ref[0])) or 1.0
-    return (lmk[:, MOUTH_POINTS] - ref.mean(0)) / scale
+    lmk = np.asarray(clip.landmarks, np.float64)
+    scale = float(np.linalg.norm(lmk[0, 16] - lmk[0, 0])) or 1.0
+    return (align_to(lmk, lmk[0])[:, MOUTH_POINTS] / scale).astype(np.float32)
 
 
 def _audio_window(audio: np.ndarray, spf: float, start: int, frames: int) -> np.ndarray:
     a0, n = int(round(start * spf)), int(round(frames * spf))
     seg = np.asarray(audio[max(a0, 0):a0 + n], np.float32)
     return np.pad(seg, (0, n - len(seg))) if len(seg) < n else seg
+
+
+def align_to(shapes: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Frames of 2D points (T x P x 2) aligned to `template` (P x 2) by a similarity each (Procrustes:
+    centred, rotated and scaled onto the centred template)."""
+    x = shapes - shapes.mean(1, keepdims=True)
+    y = template - template.mean(0)
+    m = np.einsum("tpi,pj->tij", x, y)
+    u, sv, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt))  # no reflection
+    u[:, :, -1] *= d[:, None]
+    sv[:, -1] *= d
+    r = u @ vt
+    scale = sv.sum(1) / np.maximum((x ** 2).sum((1, 2)), 1e-12)
+    return scale[:, None, None] * np.einsum("tpi,tij->tpj", x, r)
+
+
+def fit_landmark_pca(clips: list[Clip], components: int) -> dict[str, np.ndarray]:
+    """The built-in motion backend's basis: mean shape and principal components of the train
+    frames' similarity-aligned 68 landmarks (two rounds of generalised Procrustes)."""
+    frames = np.concatenate([np.asarray(c.landmarks, np.float64) for c in clips])
+    template = frames[0]
+    for _ in range(2):
+        aligned = align_to(frames, template)
+        template = aligned.mean(0)
+    flat = aligned.reshape(len(aligned), -1)
+    mean = flat.mean(0)
+    _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    k = min(int(components), vt.shape[0])
+    return {"template": template, "mean": mean, "components": vt[:k]}
+
+
+def landmark_pca_coefficients(landmarks: np.ndarray, pca: dict[str, np.ndarray]) -> np.ndarray:
+    """beta (T x K) of a clip's landmarks under the fitted basis."""
+    aligned = align_to(np.asarray(landmarks, np.float64), pca["template"]).reshape(len(landmarks), -1)
+    return ((aligned - pca["mean"]) @ pca["components"].T).astype(np.float32)
 
 
 class Stage1(nn.Module):
@@ -250,7 +297,7 @@ class Stage2(nn.Module):
         raise ValueError(f"fd2talk: vae must be tiny or sd, not {cfg.vae!r}")
 
 
-def _schedulers(cfg: FD2TalkConfig):
+def schedulers(cfg: FD2TalkConfig):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     train = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_schedule="linear",
@@ -282,14 +329,26 @@ class FD2Talk(Method):
 
     # ------------------------------------------------------------------ data
     def _check_clips(self, clips: list[Clip]) -> None:
+        backend = self.config.motion_backend
+        if backend not in ("auto", "given", "landmark_pca"):
+            raise ValueError(f"{self.name}: motion_backend must be auto, given or landmark_pca, not {backend!r}")
+        if backend == "auto":
+            backend = "given" if all(c.motion is not None for c in clips) else "landmark_pca"
         for clip in clips:
-            if clip.motion is None or clip.pose is None:
-                raise ValueError(f"{self.name}: clip {clip.id} has no expression coefficients (`motion`) or "
-                                 f"no `pose`; FD2Talk needs the protocol's motion backend to provide both "
-                                 f"(synthtalk does; real video needs a motion backend)")
+            if clip.pose is None:
+                raise ValueError(f"{self.name}: clip {clip.id} has no head `pose`; FD2Talk needs the protocol's "
+                                 f"pose backend (preprocessing pose_backend) to provide it")
+            if backend == "given" and clip.motion is None:
+                raise ValueError(f"{self.name}: clip {clip.id} has no expression coefficients (`motion`); with "
+                                 f"motion_backend 'given' the protocol's motion backend must provide them "
+                                 f"(synthtalk does), or use motion_backend 'landmark_pca'")
+        self._pca = fit_landmark_pca(clips, self.config.pca_components) if backend == "landmark_pca" else None
 
     def _motion(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        beta = np.asarray(clip.motion, np.float32)[:clip.num_frames]
+        if getattr(self, "_pca", None) is not None:
+            beta = landmark_pca_coefficients(clip.landmarks, self._pca)
+        else:
+            beta = np.asarray(clip.motion, np.float32)[:clip.num_frames]
         pose = np.asarray(clip.pose, np.float32)[:clip.num_frames]
         return beta, pose - pose[:1]
 
@@ -326,7 +385,7 @@ class FD2Talk(Method):
 
     def _fit_stage1(self, train: list[Clip], seed: int, device: str) -> None:
         cfg = self.config
-        betas, poses, mouths = zip(*[(*self._motion(c), _mouth_of(c)) for c in train])
+        betas, poses, mouths = zip(*[(*self._motion(c), mouth_points(c)) for c in train])
         beta_all, pose_all = np.concatenate(betas), np.concatenate(poses)
         s1 = Stage1(cfg, beta_all.shape[1], pose_all.shape[1])
         s1.beta_mean.copy_(torch.as_tensor(beta_all.mean(0)))
@@ -344,7 +403,7 @@ class FD2Talk(Method):
         mouth_t = [torch.as_tensor(m, dtype=torch.float32) for m in mouths]
         self.expert = self._fit_expert(mouth_t, mfccs, seed, device)
         rng = np.random.default_rng([seed, 1])
-        train_sched, _ = _schedulers(cfg)
+        train_sched, _ = schedulers(cfg)
         gen = torch.Generator().manual_seed(seed + 1)
         params = [p for p in s1.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.motion_lr)
@@ -498,7 +557,7 @@ class FD2Talk(Method):
         norm = [torch.as_tensor(np.concatenate([(b - s1.beta_mean.cpu().numpy()) / s1.beta_std.cpu().numpy(),
                                                 p / s1.pose_std.cpu().numpy()], axis=1), dtype=torch.float32)
                 for b, p in zip(betas, poses)]
-        train_sched, _ = _schedulers(cfg)
+        train_sched, _ = schedulers(cfg)
         gen = torch.Generator().manual_seed(seed + 3)
         den = s2.denoiser
         den.train()
@@ -568,7 +627,7 @@ class FD2Talk(Method):
         cfg = self.config
         s1 = self.stage1
         device = next(s1.parameters()).device
-        _, sched = _schedulers(cfg)
+        _, sched = schedulers(cfg)
         sched.set_timesteps(cfg.ddim_steps_motion)
         gen = torch.Generator().manual_seed(seed)
         W = min(cfg.window, num_frames)
@@ -604,7 +663,7 @@ class FD2Talk(Method):
         cfg = self.config
         den = self.stage2.denoiser
         device = ref_latent.device
-        _, sched = _schedulers(cfg)
+        _, sched = schedulers(cfg)
         sched.set_timesteps(cfg.ddim_steps_frames)
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn(ref_latent.shape[1:], generator=gen).to(device)
