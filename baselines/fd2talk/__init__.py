@@ -60,7 +60,10 @@ through `image_training.VGG19Perceptual`). The denoiser (`model.FrameDenoiser`) 
 `UNet2DConditionModel` whose cross-attention layers use `model.TwoConditionProcessor`: the layer's
 own key / value attend to phi1 (the frame's normalised [beta, p] through an MLP, `motion_tokens`
 tokens), a second key / value pair to phi2 (the reference latent as 2 x 2 patch tokens), the two
-results summed. It predicts J_0 (DDPM noise for training, DDIM "sample" for inference). Frames are
+results summed. It predicts J_0 (DDPM noise for training, DDIM "sample" for inference), as the
+reference latent plus the UNet's output (`residual_j0`, talkbench's choice, not in the paper: the
+UNet then models how the frame differs from the reference, which a small CPU-trained UNet learns in
+far fewer steps; `residual_j0=False` is the paper's plain J_0 output). Frames are
 generated one by one (batched over frames; each frame's sampling only sees its own motion and the
 reference), all from the same seeded initial noise per clip (talkbench's choice: independent noise
 per frame flickers), and decoded with the reference latent concatenated.
@@ -142,9 +145,9 @@ class FD2TalkConfig(MethodConfig):
     image_size: int = 64
     vae: str = "tiny"  # tiny | sd (the registry's sd_vae_ft_mse)
     vae_channels: tuple = (16, 32, 32)
-    vae_steps: int = 80
+    vae_steps: int = 200
     vae_lr: float = 2e-3
-    decoder_steps: int = 60
+    decoder_steps: int = 100
     decoder_lr: float = 1e-3
     lambda_per: float = 0.0
     unet_channels: tuple = (16, 32)
@@ -153,6 +156,7 @@ class FD2TalkConfig(MethodConfig):
     unet_layers_per_block: int = 1
     motion_tokens: int = 4
     concat_cond: bool = False
+    residual_j0: bool = True  # J_0 = reference latent + UNet output (package docstring)
     unet_steps: int = 150
     unet_batch: int = 16
     unet_lr: float = 1e-3
@@ -172,7 +176,7 @@ class FD2TalkConfig(MethodConfig):
                       vae_steps=0, decoder_steps=20000, decoder_lr=1e-5, lambda_per=0.1,
                       unet_channels=(128, 256, 512), unet_cross_dim=512, unet_head_dim=64,
                       unet_layers_per_block=2, motion_tokens=4, unet_steps=200000, unet_batch=32,
-                      unet_lr=1e-4, ddim_steps_frames=50, image_batch=8),
+                      unet_lr=1e-4, ddim_steps_frames=50, image_batch=8, residual_j0=False),
     }
 
 
@@ -286,7 +290,8 @@ class Stage2(nn.Module):
         self.denoiser = FrameDenoiser(vae.config.latent_channels, latent, motion_dim, tuple(cfg.unet_channels),
                                       cfg.unet_cross_dim, cfg.unet_head_dim, cfg.unet_layers_per_block,
                                       cfg.motion_tokens, separate=not cfg.concat_cond,
-                                      norm_groups=min(32, min(cfg.unet_channels) // 4))
+                                      norm_groups=min(32, min(cfg.unet_channels) // 4),
+                                      residual=cfg.residual_j0)
 
     @staticmethod
     def build_vae(cfg: FD2TalkConfig):

@@ -157,11 +157,13 @@ class TwoConditionProcessor(nn.Module):
 class FrameDenoiser(nn.Module):
     """The stage-2 denoiser: UNet2DConditionModel on J_t, conditioned per block on phi1 (the frame's
     motion [beta, p] projected to `motion_tokens` tokens) and phi2 (the reference latent, cut into
-    2 x 2 patches and projected to tokens with a learned position embedding). Predicts J_0."""
+    2 x 2 patches and projected to tokens with a learned position embedding). Predicts J_0, by
+    default as the reference latent plus the UNet's output (`residual`, talkbench's choice: the
+    target frame differs from the reference by the motion, so the UNet learns that difference)."""
 
     def __init__(self, latent_channels: int, latent_size: int, motion_dim: int, channels: tuple,
                  cross_dim: int, head_dim: int, layers_per_block: int, motion_tokens: int,
-                 separate: bool = True, norm_groups: int = 8) -> None:
+                 separate: bool = True, norm_groups: int = 8, residual: bool = True) -> None:
         super().__init__()
         from diffusers import UNet2DConditionModel
 
@@ -172,7 +174,7 @@ class FrameDenoiser(nn.Module):
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
             block_out_channels=tuple(channels), layers_per_block=layers_per_block,
             cross_attention_dim=cross_dim, attention_head_dim=head_dim, norm_num_groups=norm_groups)
-        self.motion_tokens = int(motion_tokens)
+        self.motion_tokens, self.residual = int(motion_tokens), bool(residual)
         self.phi1 = nn.Sequential(nn.Linear(motion_dim, cross_dim), nn.SiLU(),
                                   nn.Linear(cross_dim, cross_dim * self.motion_tokens))
         self.phi2 = nn.Conv2d(latent_channels, cross_dim, kernel_size=2, stride=2)
@@ -195,7 +197,9 @@ class FrameDenoiser(nn.Module):
         return torch.cat([m, r], dim=1)
 
     def forward(self, j_t, t, motion, ref_latent):
-        return self.unet(j_t, t, encoder_hidden_states=self.condition(motion, ref_latent)).sample
+        """Predicted J_0 = reference latent + the UNet's output (`residual`) or the UNet's output."""
+        out = self.unet(j_t, t, encoder_hidden_states=self.condition(motion, ref_latent)).sample
+        return ref_latent + out if self.residual else out
 
 
 def widen_decoder_input(vae) -> None:
