@@ -215,3 +215,28 @@ def test_paper_preset_one_training_step_of_each_network():
     assert img.shape == (1, 3, 64, 64)
     img.mean().backward()
     assert s2.vae.decoder.conv_in.weight.grad[:, 4:].abs().sum() > 0
+
+
+def test_deep3d_backend_names_its_files_and_loads_a_random_network_and_basis(clips, tmp_path):
+    from scipy.io import savemat
+
+    from baselines.fd2talk.deep3d import Deep3DBackend, Deep3DUnavailable, ReconNet
+
+    with pytest.raises(Deep3DUnavailable, match="epoch_20.pth.*BFM_model_front.mat"):
+        Deep3DBackend(tmp_path)
+    torch.manual_seed(0)
+    torch.save({"net_recon": ReconNet().state_dict()}, tmp_path / "epoch_20.pth")
+    rng = np.random.default_rng(0)
+    n = 3 * 68  # a tiny random basis: 68 vertices, the keypoints are all of them (1-based)
+    savemat(tmp_path / "BFM_model_front.mat", {"meanshape": rng.normal(size=(1, n)), "idBase": rng.normal(size=(n, 80)),
+                                               "exBase": rng.normal(size=(n, 64)),
+                                               "keypoints": np.arange(1, 69)[None]})
+    backend = Deep3DBackend(tmp_path)
+    clip = clips[0]
+    coeffs = backend.coefficients(clip.frames[:3], clip.landmarks[:3])
+    assert coeffs["beta"].shape == (3, 64) and coeffs["pose"].shape == (3, 6) and coeffs["id"].shape == (3, 80)
+    mouth = backend.mouth_vertices(coeffs["id"], coeffs["beta"])
+    assert mouth.shape == (3, 20, 3) and np.isfinite(mouth).all()
+    torch.save({"net_recon": {"backbone.conv1.weight": torch.zeros(1)}}, tmp_path / "epoch_20.pth")
+    with pytest.raises(Deep3DUnavailable, match="not a Deep3DFaceRecon"):
+        Deep3DBackend(tmp_path)
