@@ -1,4 +1,4 @@
-"""FD2Talk on real-video data: the fake HDTF tree, prepared with the paper protocol's recipe (dlib
+"""FD2Talk on real-video data: the fake HDTF and VoxCeleb2 trees, prepared with the paper protocol's recipe (dlib
 and pnp in place of FAN / Hopenet, as in test_fake_tree_runs), run end to end with the built-in
 landmark-PCA motion backend (prepared real clips carry no expression coefficients)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from bench.data.clips import load_splits
@@ -18,18 +19,23 @@ SMALL = dict(image_size=32, motion_steps=20, expert_steps=20, vae_steps=10, deco
              fe_hidden=16, fe_num_layers=1, fe_conv_dim=8, d_model=32, ff=64, layers=1)
 
 
-def test_fake_hdtf_tree_runs_fd2talk_with_the_builtin_motion_backend(tmp_path):
-    speakers = ["WRA_KellyAyotte", "RD_Radio34", "WDA_BarackObama"]
-    tree = build_fake_tree("hdtf", tmp_path / "root", speakers=speakers, clips_per_speaker=2, seconds=1.2)
-    raw = load_protocol("fd2talk_t1_hdtf").raw
-    raw["id"] = "fake_hdtf_fd2talk"
+CASES = {"hdtf": ("fd2talk_t1_hdtf", ["WRA_KellyAyotte", "RD_Radio34", "WDA_BarackObama"]),
+         "voxceleb2": ("fd2talk_t1_voxceleb", ["id00017", "id00061", "id00081"])}
+
+
+@pytest.mark.parametrize("dataset", sorted(CASES))
+def test_fake_tree_runs_fd2talk_with_the_builtin_motion_backend(dataset, tmp_path):
+    protocol_id, speakers = CASES[dataset]
+    tree = build_fake_tree(dataset, tmp_path / "root", speakers=speakers, clips_per_speaker=2, seconds=1.2)
+    raw = load_protocol(protocol_id).raw
+    raw["id"] = f"fake_{dataset}_fd2talk"
     raw["preprocessing"].update(landmark_backend="dlib", landmark_params={}, pose_backend="pnp")
     raw["preprocessing"]["crop_params"] = {**raw["preprocessing"].get("crop_params", {}), "detect_size": 360}
     raw["metrics"] = ["M-LD", {"name": "PSNR", "params": {"data_range": 255}}]
     raw["methods"] = [{"name": "fd2talk", "config": SMALL}]
     raw["reference_results"] = []
     raw["split"] = {"rule": "explicit", "train": speakers[:2], "val": [], "test": speakers[2:]}
-    path = tmp_path / "fake_hdtf.yaml"
+    path = tmp_path / f"fake_{dataset}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     protocol = load_protocol(path)
     splits = load_splits(protocol, progress=False, root=tree.root)
