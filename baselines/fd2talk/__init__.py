@@ -74,8 +74,10 @@ per frame flickers), and decoded with the reference latent concatenated.
   is drawn at random from the same clip.
 - `tiny`: 64 px frames (16 x 16 x 4 latents from a 4x-downsampling tiny VAE), upsampled bilinearly to
   the protocol's frame size; 2-layer DiTs of width 64; a random-initialised small wav2vec2 trained
-  with the DiTs; step budgets instead of epochs; 8 DDIM steps for motion and 4 for frames; a (16, 32, 32)-channel VAE and a
-  (16, 32)-channel UNet, sized so the whole fit stays under 3 minutes on 2 shared CPU cores.
+  with the DiTs; step budgets instead of epochs; 8 DDIM steps for motion and 4 for frames; a
+  (16, 32, 32)-channel VAE and a (16, 32)-channel UNet, sized for CPU (the fit writes its wall and
+  CPU seconds per stage to train_log.json). The DiT and UNet steps clip the gradient norm at 1.0
+  (a CPU-recipe stabiliser at the tiny learning rate of 1e-3; the paper mentions none).
 - `paper`: 256 px frames, SD VAE (4 x 32 x 32 latents; the paper says 64 x 64 latents at 256 px,
   i.e. a 4x VAE, which the SD VAE is not: talkbench keeps the VAE both papers name), L = 6 DiT
   layers, `facebook/wav2vec2-base-960h` frozen (the paper names wav2vec 2.0, not a checkpoint), DDIM
