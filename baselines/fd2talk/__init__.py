@@ -77,7 +77,8 @@ per frame flickers), and decoded with the reference latent concatenated.
   with the DiTs; step budgets instead of epochs; 8 DDIM steps for motion and 4 for frames; a
   (16, 32, 32)-channel VAE and a (16, 32)-channel UNet, sized for CPU (the fit writes its wall and
   CPU seconds per stage to train_log.json). The DiT and UNet steps clip the gradient norm at 1.0
-  (a CPU-recipe stabiliser at the tiny learning rate of 1e-3; the paper mentions none).
+  (`grad_clip`, a CPU-recipe stabiliser at the tiny learning rate of 1e-3; the paper mentions none,
+  so `paper` does not clip).
 - `paper`: 256 px frames, SD VAE (4 x 32 x 32 latents; the paper says 64 x 64 latents at 256 px,
   i.e. a 4x VAE, which the SD VAE is not: talkbench keeps the VAE both papers name), L = 6 DiT
   layers, `facebook/wav2vec2-base-960h` frozen (the paper names wav2vec 2.0, not a checkpoint), DDIM
@@ -168,6 +169,7 @@ class FD2TalkConfig(MethodConfig):
     ddim_steps_frames: int = 4
     image_batch: int = 8  # frames per autoencoder step
     threads: int = 0
+    grad_clip: float = 1.0  # max gradient norm of the DiT and UNet steps (0 = off; paper: off)
     sample_seed: int = 0
     motion_backend: str = "auto"  # auto | given | landmark_pca | deep3d
     deep3d_root: Optional[str] = None  # folder of the Deep3D files (default $TALKBENCH_HOME/weights/deep3d)
@@ -182,7 +184,7 @@ class FD2TalkConfig(MethodConfig):
                       vae_steps=0, decoder_steps=20000, decoder_lr=1e-5, lambda_per=0.1,
                       unet_channels=(128, 256, 512), unet_cross_dim=512, unet_head_dim=64,
                       unet_layers_per_block=2, motion_tokens=4, unet_steps=200000, unet_batch=32,
-                      unet_lr=1e-4, ddim_steps_frames=50, image_batch=8, residual_j0=False),
+                      unet_lr=1e-4, ddim_steps_frames=50, image_batch=8, residual_j0=False, grad_clip=0.0),
     }
 
 
@@ -479,7 +481,8 @@ class FD2Talk(Method):
                 loss = loss + cfg.lambda_sync * l_sync
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             log.append([float(l_exp.detach()), float(l_pose.detach()), float(l_sync.detach())])
         s1.eval()
@@ -612,7 +615,8 @@ class FD2Talk(Method):
             loss = F.mse_loss(pred, j0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(den.parameters(), 1.0)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(den.parameters(), cfg.grad_clip)
             opt.step()
             unet_log.append(float(loss.detach()))
         den.eval()
