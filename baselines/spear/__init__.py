@@ -192,6 +192,7 @@ class SpearConfig(TorchMethodConfig):
     blocks: int = 2  # N: SPADE residual blocks in G1 and in G2
     hidden: int = 32  # SPADE's hidden conv width
     flow: bool = True  # False: the spear_no_flow ablation
+    residual: bool = False  # G2's output added to the (warped) reference latent (tiny only; not in the paper)
     lambda_r: float = 1.0
     lambda_p: float = 4.0
     lambda_g: float = 1.0
@@ -274,7 +275,8 @@ class SpearMethod(TorchMethod):
         if self._vae is not None:
             vae.load_state_dict(self._vae.state_dict())
         net = SpadeNet(latent=vae.config.latent_channels, channels=cfg.channels, blocks=cfg.blocks,
-                       hidden=cfg.hidden, flow=cfg.flow)
+                       hidden=cfg.hidden, flow=cfg.flow,
+                       residual=cfg.residual)
         disc = PatchDiscriminator(3, cfg.disc_ndf, cfg.disc_layers) if cfg.lambda_g > 0 else None
         return SpearRenderer(vae, scaling, net, disc)
 
