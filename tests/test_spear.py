@@ -132,9 +132,11 @@ def test_same_seed_same_weights(clips):
 
 
 def test_one_clip_overfit(clips):
-    """Stage 2 trained on one clip: its frames get much closer to that clip's frames than before."""
+    """Stage 2 trained on one clip: its frames get much closer to that clip's frames than before
+    (G2 without the residual path and no GAN term, so nothing but the fit moves the frames)."""
     clip = _short(clips[0], 16)
-    over = {**FAST, "epochs": 60, "batch_size": 1, "vae_steps": 40, "lr": 3e-3, "lr_min": 1e-3}
+    over = {**FAST, "epochs": 60, "batch_size": 1, "vae_steps": 40, "lr": 3e-3, "lr_min": 1e-3,
+            "residual": False, "lambda_g": 0.0}
 
     def error(method) -> float:
         pred = method.predict(MethodInput.from_clip(clip, method.inputs))
