@@ -217,13 +217,13 @@ def test_spear_mead_pose_and_spear_run(tmp_path):
 
     for name in ("spear_t1_mead", "spear_t2_mead", "spear_t3_mead"):
         assert load_protocol(name).preprocessing["pose_backend"] == "pnp", name
-    tree = build_fake_tree("mead", tmp_path / "root", speakers=["M003", "M005", "W009"], clips_per_speaker=2,
+    tree = build_fake_tree("mead", tmp_path / "root", speakers=["M003", "W009"], clips_per_speaker=1,
                            seconds=1.2)
     raw = load_protocol("spear_t2_mead").raw
     raw["id"] = "fake_spear_t2_mead"
     raw["preprocessing"].update(landmark_backend="dlib", landmark_params={},
                                 crop_params={**raw["preprocessing"]["crop_params"], "detect_size": 360})
-    raw["split"] = {"rule": "explicit", "train": ["M003", "M005"], "val": [], "test": ["W009"]}
+    raw["split"] = {"rule": "explicit", "train": ["M003"], "val": [], "test": ["W009"]}
     stage1 = {"epochs": 2, "window_frames": 12}
     raw["methods"] = [{"name": "spear", "config": {"epochs": 2, "vae_steps": 3, "stage1": stage1}}]
     raw["reference_results"] = []
@@ -242,7 +242,7 @@ def test_spear_mead_pose_and_spear_run(tmp_path):
               data_root=tree.root)
     result = json.loads((out / "spear.json").read_text())
     assert result["clips"] == len(splits["test"]) > 0
-    for metric in ("PSNR", "SSIM", "FID"):
+    for metric in ("PSNR", "SSIM", "FID"):  # FID is unavailable offline but still a column
         assert metric in result["metrics"], metric
     assert np.isfinite(result["metrics"]["PSNR"]["value"])
 

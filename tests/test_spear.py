@@ -132,9 +132,11 @@ def test_same_seed_same_weights(clips):
 
 
 def test_one_clip_overfit(clips):
-    """Stage 2 trained on one clip: its frames get much closer to that clip's frames than before."""
+    """Stage 2 trained on one clip: its frames get much closer to that clip's frames than before
+    (G2 without the residual path and no GAN term, so nothing but the fit moves the frames)."""
     clip = _short(clips[0], 16)
-    over = {**FAST, "epochs": 60, "batch_size": 1, "vae_steps": 40, "lr": 3e-3, "lr_min": 1e-3}
+    over = {**FAST, "epochs": 60, "batch_size": 1, "vae_steps": 40, "lr": 3e-3, "lr_min": 1e-3,
+            "residual": False, "lambda_g": 0.0}
 
     def error(method) -> float:
         pred = method.predict(MethodInput.from_clip(clip, method.inputs))
@@ -181,3 +183,21 @@ def test_paper_vae_missing_names_download(talkbench_home):
     method = build_method("spear", "paper", {"stage1_preset": "tiny"})
     with pytest.raises(MetricUnavailable, match="talkbench weights download sd_vae_ft_mse"):
         method.fit_vae([], "cpu", 0, None)
+
+
+def test_frames_figure(clips, tmp_path):
+    """The report's frames figure: ground truth and each video row at 4 time points, mouth crops."""
+    from bench import figures
+    from core.types import Prediction
+
+    clip = _short(clips[0], 20)
+    figures.save_reference(tmp_path, clip)
+    still = Prediction(clip.id, landmarks=np.repeat(clip.landmarks[:1], 20, 0),
+                       frames=np.repeat(clip.frames[:1], 20, 0))
+    figures.save_row(tmp_path, "static", clip, still)
+    figures.save_row(tmp_path, "spear_a2l", clip, Prediction(clip.id, landmarks=clip.landmarks))
+    made = figures.make_figures(["static", "spear_a2l"], tmp_path)
+    assert [p.name for p, _ in made] == ["landmark_overlay.png", "mouth_opening.png", "frames.png"]
+    assert (tmp_path / "frames.png").stat().st_size > 0
+    with np.load(tmp_path / "static.npz") as d:
+        assert d["strip"].shape == (4, 256, 256, 3)

@@ -13,7 +13,8 @@
 - `LatentGenerator` (G2): a 3x3 conv of [masked target latent, target landmark latent], N - 1 SPADE
   residual blocks conditioned on G1's warped features, a last one conditioned on the warped
   reference latent, a 3x3 conv to the target latent.
-- `SpadeNet`: G1 + G2 (Eq. 2-3). `flow=False` is the `spear_no_flow` ablation: no G1; G2's first
+- `SpadeNet`: G1 + G2 (Eq. 2-3). `residual=True` (the tiny preset's choice, not the paper's) adds
+  the (warped) reference latent to G2's output, so G2 learns a change from the reference. `flow=False` is the `spear_no_flow` ablation: no G1; G2's first
   N - 1 blocks are conditioned on the target landmark latent and its last one on the unwarped
   reference latent, so the only difference is what the flow warping brings.
 """
@@ -116,9 +117,9 @@ class SpadeNet(nn.Module):
     """G1 + G2 on 4-channel VAE latents (Eq. 2-3); `flow=False`: the no-flow ablation (module docstring)."""
 
     def __init__(self, latent: int = 4, channels: int = 64, blocks: int = 4, hidden: int = 64,
-                 flow: bool = True) -> None:
+                 flow: bool = True, residual: bool = False) -> None:
         super().__init__()
-        self.use_flow = flow
+        self.use_flow, self.residual = flow, residual
         self.g1 = FlowGenerator(latent, channels, blocks, hidden) if flow else None
         self.g2 = LatentGenerator(latent, channels, blocks, hidden, channels if flow else latent)
 
@@ -128,4 +129,6 @@ class SpadeNet(nn.Module):
         else:
             flow, features, reference = None, tgt_lmk, ref_img
         out = self.g2(masked, tgt_lmk, features, reference)
+        if self.residual:  # G2 predicts the change from the (warped) reference latent
+            out = out + reference
         return (out, flow) if return_flow else out
