@@ -66,8 +66,9 @@ Measured on synthtalk (tiny, seed 0, 2 shared CPU cores at load average ~10, so 
 quiet machine): fit 419 s (stage 1 95 s, VAE 186 s, stage 2 125 s), over the 2-minute target;
 dlib finds a face in 65 % of spear's test frames (target 95 %; every frame of one test speaker
 fails); against static: M-LD on stage 1's landmarks 1.67 vs 5.72, M-LD on landmarks detected in
-the frames 5.19 (16 of 24 clips), LSE-C (expert) 0.59 vs 0.66 (worse), PSNR 17.8 vs 26.1, SSIM
-0.75 vs 0.88. The blur of the tiny VAE is what limits the frames.
+the frames 5.19 vs 5.47 on the 16 of 24 clips where dlib finds spear's face, LSE-C (expert) 0.59
+vs 0.66 (worse), PSNR 17.8 vs 26.1, SSIM 0.75 vs 0.88; spear_no_flow (fit 377 s) PSNR 18.3, SSIM
+0.77, so at this budget the flow does not pay yet. The tiny VAE's blur limits the frames.
 """
 
 from __future__ import annotations
