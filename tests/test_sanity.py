@@ -11,7 +11,7 @@ import pytest
 
 from bench import sanity
 from bench.data.synthtalk import corpus
-from bench.protocol import MetricSpec, load_protocol
+from bench.protocol import load_protocol
 from bench.report import write_report
 from bench.results import write_result
 

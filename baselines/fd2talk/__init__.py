@@ -89,7 +89,6 @@ per frame flickers), and decoded with the reference latent concatenated.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import zlib
 from dataclasses import dataclass
@@ -592,7 +591,6 @@ class FD2Talk(Method):
             dec_log.append(float(loss.detach()))
         vae.requires_grad_(False).eval()
         # the denoiser
-        beta_all, pose_all = np.concatenate(betas), np.concatenate(poses)
         s1 = self.stage1
         norm = [torch.as_tensor(np.concatenate([(b - s1.beta_mean.cpu().numpy()) / s1.beta_std.cpu().numpy(),
                                                 p / s1.pose_std.cpu().numpy()], axis=1), dtype=torch.float32)

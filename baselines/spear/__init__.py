@@ -88,7 +88,7 @@ from baselines.image_training import PatchDiscriminator, VGG19Perceptual, lsgan_
 from baselines.spear.model import SpadeNet
 from baselines.spear_a2l import POINTS, SpearA2LConfig, SpearA2LMethod
 from baselines.torch_method import TorchMethod, TorchMethodConfig, crop_starts
-from core.constants import JAW, MOUTH
+from core.constants import MOUTH
 from core.types import Clip, MethodInput, Prediction
 
 # iBUG-68 parts drawn on the sketch: (indices, closed, BGR-free RGB colour)

@@ -86,7 +86,7 @@ weight stays 0.02 in both presets.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import cv2
