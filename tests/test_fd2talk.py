@@ -36,9 +36,13 @@ def clips(talkbench_home) -> list[Clip]:
 
 @pytest.fixture(scope="module")
 def fitted(clips):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    method = build_method("fd2talk", "tiny", SMALL)
-    method.fit(clips[:1], [], seed=0)
+    try:
+        method = build_method("fd2talk", "tiny", SMALL)
+        method.fit(clips[:1], [], seed=0)
+    finally:
+        torch.set_num_threads(before)  # a module fixture: the autouse one does not restore it
     return method
 
 
