@@ -323,7 +323,7 @@ class TorchMethod(Method):
         if torch.device(device).type == "cpu":
             torch.use_deterministic_algorithms(True)
         try:
-            with _threads(getattr(cfg, "threads", 0)):
+            with torch_threads(getattr(cfg, "threads", 0)):
                 self._fit(train, val, torch.device(device), seed, Path(workdir) if workdir else None, cfg)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
@@ -506,12 +506,12 @@ class TorchMethod(Method):
             raise RuntimeError(f"{self.name}: fit or load before predict")
         device = torch.device(self.device)
         self.model.to(device).eval()
-        with torch.no_grad(), _threads(getattr(self.config, "threads", 0)):
+        with torch.no_grad(), torch_threads(getattr(self.config, "threads", 0)):
             return self.infer(self.model, inp, device)
 
 
 @contextmanager
-def _threads(count: int):
+def torch_threads(count: int):
     """Run with `count` torch intra-op threads (0: leave as is), restoring the previous count."""
     if not count:
         yield

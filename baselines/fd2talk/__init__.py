@@ -105,6 +105,7 @@ from baselines.base import Method, MethodConfig
 from baselines.fd2talk.model import (FrameDenoiser, LipExpert, MotionDiT, decode_with_reference, expert_bce,
                                      sync_loss, widen_decoder_input)
 from baselines import latent_vae
+from baselines.torch_method import torch_threads
 from core.constants import MOUTH
 from core.types import Clip, MethodInput, Prediction
 
@@ -399,10 +400,7 @@ class FD2Talk(Method):
         self.device = device
         self._check_clips(train)
         cfg = self.config
-        before = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(int(cfg.threads))
-        try:
+        with torch_threads(cfg.threads):
             torch.manual_seed(seed)
             self.device = device
             t0, c0 = time.perf_counter(), time.process_time()
@@ -412,8 +410,6 @@ class FD2Talk(Method):
             # wall and CPU seconds (CPU time tells the budget apart from other processes' load)
             self.train_log["seconds"] = {"stage1_and_expert": t1 - t0, "stage2": time.perf_counter() - t1,
                                          "cpu_stage1_and_expert": c1 - c0, "cpu_stage2": time.process_time() - c1}
-        finally:
-            torch.set_num_threads(before)
         if workdir is not None:
             import json
             from pathlib import Path
@@ -725,10 +721,7 @@ class FD2Talk(Method):
             raise ValueError(f"{self.name}: needs the audio and the identity frame")
         cfg = self.config
         seed = _stable_seed(cfg.sample_seed, inp.clip_id)
-        before = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(int(cfg.threads))
-        try:
+        with torch_threads(cfg.threads):
             with torch.no_grad():
                 spf = inp.sample_rate / inp.fps
                 norm, (beta, pose) = self.sample_motion(inp.audio, int(inp.num_frames), spf, seed)
@@ -744,8 +737,6 @@ class FD2Talk(Method):
                     if tuple(img.shape[-2:]) != (H, W):
                         img = F.interpolate(img, size=(H, W), mode="bilinear", align_corners=False)
                     frames.append(latent_vae.to_uint8(img))
-        finally:
-            torch.set_num_threads(before)
         return Prediction(inp.clip_id, frames=np.concatenate(frames), pose=pose.astype(np.float32),
                           motion=beta.astype(np.float32))
 

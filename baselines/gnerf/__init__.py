@@ -87,6 +87,7 @@ from baselines.base import Method, MethodConfig
 from baselines.gnerf.nerf import ConditionedField, HashGrid, LandmarkEncoding, pinhole_rays, render_rays
 from baselines.gnerf_a2l import POINTS, GNerfA2LMethod
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera, rotation_matrices
+from baselines.torch_method import torch_threads
 from core.types import Clip, MethodInput, Prediction
 
 log = logging.getLogger(__name__)
@@ -275,13 +276,8 @@ class GNerfMethod(Method):
         self.stage1 = self._stage1()
         self.stage1.fit(pieces, [], device=device, seed=seed,
                         workdir=Path(workdir) / "stage1" if workdir else None)
-        before = torch.get_num_threads()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        try:
+        with torch_threads(cfg.threads):
             self._fit_nerf(train, torch.device(device), seed, workdir)
-        finally:
-            torch.set_num_threads(before)
 
     def _frame_data(self, model: GNerfModel, clip: Clip, lmk3d: np.ndarray):
         size = self.config.render_size
@@ -463,27 +459,21 @@ class GNerfMethod(Method):
         model = self.model.to(self.device).eval()
         num = int(inp.num_frames)
         pose = np.asarray(inp.pose, np.float64)[:num]
-        before = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        try:
-            with torch.no_grad():
-                stage1 = self.stage1.predict(dataclasses.replace(inp, identity_frame=None))
-                ident = self._lift(model, np.asarray(inp.identity_landmarks, np.float64), pose[0], range(68))
-                lmk = np.repeat(ident[None], num, axis=0)
-                for t in range(num):
-                    lmk[t, list(POINTS)] = self._lift(model, stage1.landmarks[t].astype(np.float64), pose[t], POINTS)
-                norm = (lmk - model.centre.cpu().numpy()) / float(model.unit)
-                audio = self._audio_features(inp.audio, inp.sample_rate, inp.fps, num)
-                latent = model.field.latent(None)
-                h, w = inp.frame_size if inp.frame_size is not None else tuple(int(v) for v in model.frame_size)
-                frames = []
-                for t in range(num):
-                    img = self.render_frame(model, pose[t], norm[t], audio[t], latent)
-                    up = F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), mode="bilinear", align_corners=False)
-                    frames.append((up[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
-        finally:
-            torch.set_num_threads(before)
+        with torch_threads(self.config.threads), torch.no_grad():
+            stage1 = self.stage1.predict(dataclasses.replace(inp, identity_frame=None))
+            ident = self._lift(model, np.asarray(inp.identity_landmarks, np.float64), pose[0], range(68))
+            lmk = np.repeat(ident[None], num, axis=0)
+            for t in range(num):
+                lmk[t, list(POINTS)] = self._lift(model, stage1.landmarks[t].astype(np.float64), pose[t], POINTS)
+            norm = (lmk - model.centre.cpu().numpy()) / float(model.unit)
+            audio = self._audio_features(inp.audio, inp.sample_rate, inp.fps, num)
+            latent = model.field.latent(None)
+            h, w = inp.frame_size if inp.frame_size is not None else tuple(int(v) for v in model.frame_size)
+            frames = []
+            for t in range(num):
+                img = self.render_frame(model, pose[t], norm[t], audio[t], latent)
+                up = F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), mode="bilinear", align_corners=False)
+                frames.append((up[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().cpu().numpy())
         return Prediction(inp.clip_id, landmarks=stage1.landmarks, points=POINTS, frames=np.stack(frames))
 
     # -- state ---------------------------------------------------------------------------
