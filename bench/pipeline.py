@@ -50,7 +50,7 @@ def load_predictions(protocol: Protocol, clips: dict[str, Clip], pred_dir: Path,
         if clip_id in failures:
             continue
         try:
-            pred = load_prediction(pred_dir, clip, protocol.fps)
+            pred = load_prediction(pred_dir, clip, protocol.fps, prefer_video=protocol.encode is not None)
             key = prediction_hash(pred_dir, clip_id)
             from_mp4 = pred.frames is not None and frames_from_mp4(pred_dir, clip_id)
             if protocol.encode is not None:

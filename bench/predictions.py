@@ -94,7 +94,9 @@ def save_prediction(directory: Path, pred: Prediction, clip: Clip, encoding: Opt
     return npz
 
 
-def load_prediction(directory: Path, clip: Clip, fps: float) -> Prediction:
+def load_prediction(directory: Path, clip: Clip, fps: float, prefer_video: bool = False) -> Prediction:
+    """The prediction of one clip; frames from the .npz, else from the .mp4 (from the .mp4 first
+    with `prefer_video`, as a pinned encoding wants)."""
     npz, mp4 = directory / f"{clip.id}.npz", directory / f"{clip.id}.mp4"
     if not npz.exists() and not mp4.exists():
         raise PredictionError(f"{clip.id}: no prediction ({npz.name} or {mp4.name}) in {directory}")
@@ -112,7 +114,7 @@ def load_prediction(directory: Path, clip: Clip, fps: float) -> Prediction:
         if "points" in arrays:
             pred.points = tuple(int(p) for p in arrays["points"])
         pred.frames, pred.pose, pred.motion = arrays.get("frames"), arrays.get("pose"), arrays.get("motion")
-    if pred.frames is None and mp4.exists():
+    if mp4.exists() and (pred.frames is None or prefer_video):
         try:
             video = read_video(mp4)
         except VideoError as exc:
@@ -125,8 +127,8 @@ def load_prediction(directory: Path, clip: Clip, fps: float) -> Prediction:
 
 def pinned_frames(directory: Path, clip: Clip, pred: Prediction, encoding: Encoding, fps: float,
                   reencode: bool = False) -> Optional[dict]:
-    """Under a pinned encoding, replace `pred.frames` by the frames decoded from `<id>.mp4` and
-    return how they were encoded: {source, video_codec, pix_fmt, audio_codec, sample_rate,
+    """Under a pinned encoding, for a `pred` loaded with `load_prediction(prefer_video=True)` (its
+    frames decoded from `<id>.mp4` when there is one), return how they were encoded: {source, video_codec, pix_fmt, audio_codec, sample_rate,
     differs (what differs from the pin; empty when it matches), reencoded}. Frames given only in
     the .npz (lossless, no video file) differ from any pin. With `reencode`, frames that differ
     are encoded in the pin (with the clip's audio) and decoded again before scoring. None for a
@@ -135,12 +137,8 @@ def pinned_frames(directory: Path, clip: Clip, pred: Prediction, encoding: Encod
     if mp4.exists():
         try:
             info = probe(mp4)
-            video = read_video(mp4)
         except VideoError as exc:
             raise PredictionError(f"{clip.id}: {exc}") from exc
-        if abs(video.fps - fps) > 0.01:
-            raise PredictionError(f"{clip.id}: {mp4.name} is at {video.fps:g} fps, the protocol at {fps:g}")
-        pred.frames = video.frames
         record = {"source": "mp4", "video_codec": codec_name(info.video_codec), "pix_fmt": info.pix_fmt,
                   "audio_codec": codec_name(info.audio_codec), "sample_rate": info.sample_rate,
                   "differs": encoding.differences(info)}
