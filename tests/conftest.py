@@ -29,6 +29,18 @@ def _guarded_connect(self, address):
 socket.socket.connect = _guarded_connect
 
 
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test, restored after: tiny models run fastest so, above all
+    when other processes share the cores (`pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def talkbench_home() -> Path:
     return _SESSION_HOME

@@ -19,12 +19,8 @@ SMALL = dict(image_size=32, motion_steps=80, expert_steps=40, vae_steps=20, deco
              fe_hidden=16, fe_num_layers=1, fe_conv_dim=8, d_model=32, ff=64, layers=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run fastest on one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

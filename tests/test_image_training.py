@@ -11,12 +11,8 @@ from baselines import latent_vae as lv
 from core.errors import MetricUnavailable
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run fastest on one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_perceptual_is_zero_on_equal_images_and_differentiable():

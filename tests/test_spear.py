@@ -23,12 +23,8 @@ FAST = {"epochs": 1, "batch_size": 2, "size": 32, "vae_steps": 2, "vae_batch": 4
         "channels": 8, "hidden": 8, "disc_ndf": 8, "disc_layers": 1, "stage1": STAGE1_FAST}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run fastest on one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

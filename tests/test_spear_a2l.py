@@ -23,13 +23,8 @@ FAST = {"epochs": 1, "batch_size": 2, "window_frames": 12, "d_model": 32, "heads
         "fe_heads": 2, "fe_conv_dim": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one intra-op thread, above all when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run fastest on one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

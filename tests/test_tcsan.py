@@ -20,12 +20,8 @@ FAST = {"epochs": 2, "batch_size": 2, "window_frames": 4, "a2au_epochs": 2, "clf
         "a2au_hidden": 8, "tcsan_depth": 2, "pretrain_batch": 64}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny models run fastest on one intra-op thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
