@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="load this checkpoint instead of training (one method)")
     p.add_argument("--results", help="results root (default: the repository's results/)")
     p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes: data preparation, and fitting + predicting the trainable rows "
+                        "in parallel before scoring")
     p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)

@@ -639,18 +639,29 @@ def run_timing_lines(timings: dict) -> list[str]:
     head = ["Stage", "seeds", *[label for _, label in TIMED_STEPS], "total s"]
     body = [[name, "—", "—", "—", "—", "—", fmt(stages.get(key), 1)]
             for key, name in (("corpus_s", "corpus"), ("evaluators_s", "evaluators"))]
+    if "fit_workers_s" in stages:
+        body.append(["fit + predict in workers", "—", "—", "—", "—", "—", fmt(stages["fit_workers_s"], 1)])
+    in_worker = []
     for row, runs in timings.get("rows", {}).items():
         sums = [sum(r.get(key) or 0.0 for r in runs) for key, _ in TIMED_STEPS]
-        body.append([row, len(runs), *[fmt(v, 1) for v in sums], fmt(sum(sums), 1)])
-    if "detector_floor_s" in stages:
-        body.append(["detector floor", "—", "—", "—", "—", "—", fmt(stages["detector_floor_s"], 1)])
+        name = row + (" \\*" if any(r.get("in_worker") for r in runs) else "")
+        in_worker += [row] if any(r.get("in_worker") for r in runs) else []
+        body.append([name, len(runs), *[fmt(v, 1) for v in sums], fmt(sum(sums), 1)])
+    for key, name in (("detector_floor_s", "detector floor"), ("motion_floor_s", "head-motion floor")):
+        if key in stages:
+            body.append([name, "—", "—", "—", "—", "—", fmt(stages[key], 1)])
     body.append(["**total**", "", "", "", "", "", fmt(timings.get("total_s"), 1)])
     device = timings.get("provenance", {}).get("device", "?")
     intro = (f"The last `talkbench run` into this folder (rows {', '.join(cmd.get('rows', []))}; seeds "
-             f"{cmd.get('seeds')}; device {device}; {cmd.get('workers', 1)} data worker(s)) took "
+             f"{cmd.get('seeds')}; device {device}; {cmd.get('workers', 1)} worker process(es)) took "
              f"{fmt(timings.get('total_s'), 0)} s of wall-clock time, by stage (a stage loaded from "
              "the cache costs only the load):")
-    return [intro, ""] + markdown_table(head, body)
+    lines = [intro, ""] + markdown_table(head, body)
+    if in_worker:
+        lines += ["", f"\\* fitted and predicted in {cmd.get('workers')} parallel worker processes before "
+                  "scoring (the row's fit/load and predict seconds are its worker's, so the rows add up "
+                  "to more than the wall-clock time of the stage \"fit + predict in workers\")."]
+    return lines
 
 
 def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> Path:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +26,7 @@ from core.errors import CheckpointError
 from core.hashing import code_fingerprint, file_sha256, key_of
 from core.paths import talkbench_home
 from core.types import Clip, ClipPair, MethodInput
-from bench.data.clips import clip_hash
+from bench.data.clips import clip_hash, prepare_splits
 from bench.data.video import Encoding
 from bench.pipeline import Session
 from bench.predictions import PredictionError, save_prediction, validate
@@ -85,18 +88,33 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     # Checkpoints and predictions are only reused for exactly this data: the run folder is keyed by
     # the protocol and the content of every clip (a rebuilt or regenerated corpus gets a new folder).
     data_key = key_of(protocol.hash, {name: [clip_hash(c) for c in clips] for name, clips in splits.items()})[:12]
+    row_seeds = {spec.row: seeds if seeds is not None and method_class(spec.name).trainable else [seed]
+                 for spec in specs}
+    in_workers: dict[tuple[str, int], dict] = {}
+    parallel_s: Optional[float] = None
+    if workers > 1 and checkpoint is None:
+        start = time.perf_counter()
+        in_workers = fit_in_workers(session, specs, row_seeds, data_key, workers, data_root)
+        parallel_s = time.perf_counter() - start if in_workers else None
     row_timings: dict[str, list[dict]] = {}
     for spec in specs:
-        row_seeds = seeds if seeds is not None and method_class(spec.name).trainable else [seed]
         per_seed: dict[int, dict] = {}
-        for i, s in enumerate(row_seeds):
+        for i, s in enumerate(row_seeds[spec.row]):
             result = run_row(session, spec, s, data_key, env, out if i == 0 else None, checkpoint, progress)
             per_seed[s] = result
-            row_timings.setdefault(spec.row, []).append({"seed": s, **result.get("timings", {})})
+            timed = {"seed": s, **result.get("timings", {})}
+            if (spec.row, s) in in_workers:  # fitted and predicted in a worker: its seconds, plus the load here
+                worker = in_workers[(spec.row, s)]
+                timed["fit_or_load_s"] = timed.get("fit_or_load_s", 0.0) + worker["fit_s"]
+                timed["predict_s"] = timed.get("predict_s", 0.0) + worker["predict_s"]
+                timed["in_worker"] = True
+            row_timings.setdefault(spec.row, []).append(timed)
         if len(row_seeds) > 1:
             write_result(out / f"{spec.row}{SEEDS_SUFFIX}", seeds_result(spec.row, per_seed, env))
             log.info("%s: wrote %s", spec.row, out / f"{spec.row}{SEEDS_SUFFIX}")
     stages = dict(session.timings)
+    if parallel_s is not None:
+        stages["fit_workers_s"] = parallel_s
     if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
         start = time.perf_counter()
         write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
@@ -114,24 +132,36 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     return out
 
 
+def row_workdir(protocol: Protocol, spec: MethodSpec, method: Method, seed: int, data_key: str,
+                checkpoint: Optional[Path] = None) -> Path:
+    """The run folder of one row and seed: keyed by the method's config, the seed, the data and the
+    method's code (an edited method is retrained, never loaded from the old code's checkpoint,
+    whose predictions live in the same folder)."""
+    code = code_fingerprint(type(method))[:12]
+    workdir = (talkbench_home() / "runs" / protocol.id / spec.row
+               / f"{method.config.hash()}-seed{seed}-data{data_key}-code{code}")
+    if checkpoint is not None:  # predictions of a given checkpoint are kept apart from trained ones
+        workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
+    return workdir
+
+
+def labelled_splits(protocol: Protocol, method: Method, splits: dict[str, list[Clip]]) -> dict[str, list[Clip]]:
+    """The splits a method trains on: with AU labels for methods that need them."""
+    if not method.needs_au_labels:
+        return splits
+    return {name: with_au_labels(protocol, clips) for name, clips in splits.items()}
+
+
 def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: dict,
             out: Optional[Path], checkpoint: Optional[Path] = None, progress: bool = True) -> dict:
     """Train (or load) one row's method with `seed`, predict the test split and score it; with
     `out`, the result is written there as `<row>.json`. Returns the result dict."""
     protocol, splits, device = session.protocol, session.splits, session.device
     method = build_method(spec.name, spec.preset, spec.config)
-    # ... and by the method's code: an edited method is retrained, never loaded from the old
-    # code's checkpoint (whose predictions live in the same folder).
-    code = code_fingerprint(type(method))[:12]
-    workdir = (talkbench_home() / "runs" / protocol.id / spec.row
-               / f"{method.config.hash()}-seed{seed}-data{data_key}-code{code}")
-    if checkpoint is not None:  # predictions of a given checkpoint are kept apart from trained ones
-        workdir = workdir.with_name(workdir.name + f"-ckpt{file_sha256(checkpoint)[:12]}")
+    workdir = row_workdir(protocol, spec, method, seed, data_key, checkpoint)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    labelled = splits
-    if method.needs_au_labels:
-        labelled = {name: with_au_labels(protocol, clips) for name, clips in splits.items()}
+    labelled = labelled_splits(protocol, method, splits)
     ckpt_path = train_or_load(method, labelled, workdir, device, seed, checkpoint)
     timings["fit_or_load_s"] = time.perf_counter() - start
     fit_report = method.fit_report(labelled) if out is not None else None
@@ -153,6 +183,66 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
     if out is not None:
         log.info("%s: wrote %s", spec.row, out / f"{spec.row}.json")
     return result
+
+
+def fit_in_workers(session: Session, specs: list[MethodSpec], row_seeds: dict[str, list[int]],
+                   data_key: str, workers: int, data_root: Optional[Path] = None) -> dict[tuple[str, int], dict]:
+    """Fit and predict the trainable rows that have no checkpoint or predictions yet, `workers` at a
+    time in spawned processes, before the rows are scored one by one. Each (row, seed) is the same
+    computation as in `run_row` (same run folder, seed and data; each worker process gets
+    cores / workers torch threads unless the method sets its own), so `run_row` then finds the
+    checkpoint and the predictions and only loads them. Returns (row, seed) -> {"fit_s",
+    "predict_s", "failed"} for the jobs that ran; a job that raised is left to `run_row`, which
+    raises the same error in the main process."""
+    jobs = []
+    for spec in specs:
+        cls = method_class(spec.name)
+        if not cls.trainable:
+            continue
+        for s in row_seeds[spec.row]:
+            method = build_method(spec.name, spec.preset, spec.config)
+            workdir = row_workdir(session.protocol, spec, method, s, data_key)
+            done = (workdir / "model.ckpt.npz").exists() and all(
+                (workdir / "predictions" / f"{c.id}.npz").exists() for c in session.test)
+            if not done:
+                jobs.append((spec, s, "frames" in cls.outputs))
+    if len(jobs) < 2:
+        return {}
+    jobs.sort(key=lambda job: not job[2])  # the image generators (the longest fits) first
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    out: dict[tuple[str, int], dict] = {}
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        futures = {pool.submit(fit_and_predict, session.protocol, spec, s, data_key, session.device,
+                               data_root, threads): (spec.row, s) for spec, s, _ in jobs}
+        for future in as_completed(futures):
+            row, s = futures[future]
+            try:
+                out[(row, s)] = future.result()
+                log.info("%s seed %d: fitted and predicted in a worker (%.1f s + %.1f s)", row, s,
+                         out[(row, s)]["fit_s"], out[(row, s)]["predict_s"])
+            except Exception as exc:  # the row runs again in the main process and fails there
+                log.warning("%s seed %d: fitting in a worker failed (%s: %s); it runs in the main "
+                            "process instead", row, s, type(exc).__name__, exc)
+    return out
+
+
+def fit_and_predict(protocol: Protocol, spec: MethodSpec, seed: int, data_key: str, device: str,
+                    data_root: Optional[Path], threads: int) -> dict:
+    """One worker job of `fit_in_workers`: train (or load) and predict one row and seed into its
+    run folder."""
+    import torch
+
+    torch.set_num_threads(threads)
+    splits, _ = prepare_splits(protocol, False, data_root, 1)
+    method = build_method(spec.name, spec.preset, spec.config)
+    workdir = row_workdir(protocol, spec, method, seed, data_key)
+    start = time.perf_counter()
+    train_or_load(method, labelled_splits(protocol, method, splits), workdir, device, seed)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    failures = predict_all(method, splits["test"], workdir / "predictions", False, protocol.encode)
+    return {"fit_s": fit_s, "predict_s": time.perf_counter() - start, "failed": len(failures)}
 
 
 def with_au_labels(protocol: Protocol, clips: list[Clip]) -> list[Clip]:
