@@ -176,7 +176,8 @@ class FD2TalkConfig(MethodConfig):
     pca_components: int = 16
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": {},
+        "tiny": dict(threads=1),  # one torch thread, as every tiny preset: the same computation
+        # in one process and in a `run --workers N` worker process (bench.runner.fit_in_workers)
         "paper": dict(layers=6, d_model=512, heads=8, ff=2048, dropout=0.1,
                       pretrained="facebook/wav2vec2-base-960h", freeze="all", ddim_steps_motion=50,
                       motion_steps=100000, motion_batch=64, motion_lr=1e-4, expert_hidden=512,
