@@ -32,8 +32,8 @@ from bench.pipeline import Session
 from bench.predictions import PredictionError, save_prediction, validate
 from bench.protocol import MethodSpec, Protocol, load_protocol
 from bench.report import write_report
-from bench.results import (DETECTOR_FLOOR, RUN_TIMINGS_FILE, SEEDS_SUFFIX, results_dir, run_timings,
-                           seeds_result, write_result)
+from bench.results import (DETECTOR_FLOOR, RUN_TIMINGS_FILE, SEEDS_SUFFIX, read_result,
+                           results_dir, run_timings, seeds_result, write_result)
 from bench.scoring import Scorer
 from bench.motion_routes import MOTION_FLOOR, motion_floor
 from metrics.landmark import LandmarkMetric
@@ -94,7 +94,8 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     parallel_s: Optional[float] = None
     if workers > 1 and checkpoint is None:
         start = time.perf_counter()
-        in_workers = fit_in_workers(session, specs, row_seeds, data_key, workers, data_root)
+        in_workers = fit_in_workers(session, specs, row_seeds, data_key, workers, data_root,
+                                    previous=last_timings(out))
         parallel_s = time.perf_counter() - start if in_workers else None
     row_timings: dict[str, list[dict]] = {}
     for spec in specs:
@@ -186,14 +187,18 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
 
 
 def fit_in_workers(session: Session, specs: list[MethodSpec], row_seeds: dict[str, list[int]],
-                   data_key: str, workers: int, data_root: Optional[Path] = None) -> dict[tuple[str, int], dict]:
+                   data_key: str, workers: int, data_root: Optional[Path] = None,
+                   previous: Optional[dict] = None) -> dict[tuple[str, int], dict]:
     """Fit and predict the trainable rows that have no checkpoint or predictions yet, `workers` at a
     time in spawned processes, before the rows are scored one by one. Each (row, seed) is the same
     computation as in `run_row` (same run folder, seed and data; each worker process gets
     cores / workers torch threads unless the method sets its own), so `run_row` then finds the
     checkpoint and the predictions and only loads them. Returns (row, seed) -> {"fit_s",
     "predict_s", "failed"} for the jobs that ran; a job that raised is left to `run_row`, which
-    raises the same error in the main process."""
+    raises the same error in the main process.
+
+    The longest jobs start first: as long as the row took in `previous` (the last run's
+    `_run_timings.json`, a hint that changes only the order), else the image generators first."""
     jobs = []
     for spec in specs:
         cls = method_class(spec.name)
@@ -208,7 +213,9 @@ def fit_in_workers(session: Session, specs: list[MethodSpec], row_seeds: dict[st
                 jobs.append((spec, s, "frames" in cls.outputs))
     if len(jobs) < 2:
         return {}
-    jobs.sort(key=lambda job: not job[2])  # the image generators (the longest fits) first
+    took = {row: sum((r.get("fit_or_load_s") or 0.0) + (r.get("predict_s") or 0.0) for r in runs) / len(runs)
+            for row, runs in (previous or {}).get("rows", {}).items() if runs}
+    jobs.sort(key=lambda job: (job[0].row not in took, -took.get(job[0].row, 0.0), not job[2]))
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
     out: dict[tuple[str, int], dict] = {}
@@ -225,6 +232,14 @@ def fit_in_workers(session: Session, specs: list[MethodSpec], row_seeds: dict[st
                 log.warning("%s seed %d: fitting in a worker failed (%s: %s); it runs in the main "
                             "process instead", row, s, type(exc).__name__, exc)
     return out
+
+
+def last_timings(out: Path) -> Optional[dict]:
+    """The `_run_timings.json` of the last run into `out`, if it can be read (a scheduling hint)."""
+    try:
+        return read_result(out / RUN_TIMINGS_FILE)
+    except (OSError, ValueError):  # absent, unreadable or of another schema
+        return None
 
 
 def fit_and_predict(protocol: Protocol, spec: MethodSpec, seed: int, data_key: str, device: str,
