@@ -98,9 +98,9 @@ def test_cli_landmarks_writes_json(clip, tmp_path, monkeypatch):
     assert "torch" in data["packages"]
     dlib_row = data["rows"][0]
     assert dlib_row["stage"].startswith("dlib frames/s") and dlib_row["talkbench"] > 0
-    try:
-        import face_alignment  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("face_alignment") is None:
         assert any("face-alignment not installed: pip install" in (r["note"] or "") for r in data["rows"])
 
 
@@ -110,3 +110,19 @@ def test_cli_score_needs_a_protocol_and_one_worker_count(capsys):
     assert main(["perf", "score"]) == 2
     assert "name a protocol" in capsys.readouterr().err
     assert main(["perf", "score", "synthtalk", "--workers", "1,2"]) == 2
+
+
+def test_unknown_frame_path_is_a_protocol_error(tmp_path):
+    import yaml
+
+    from bench.protocol import ProtocolError, load_protocol
+    from core.paths import repo_root
+
+    raw = yaml.safe_load((repo_root() / "protocols" / "synthtalk.yaml").read_text())
+    for entry in raw["metrics"]:
+        if isinstance(entry, dict) and entry["name"] == "LSE-D":
+            entry["params"]["frame_path"] = "jpg"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ProtocolError, match=r"frame_path: 'jpg' is not one of \['direct', 'jpeg_roundtrip'\]"):
+        load_protocol(path)

@@ -127,6 +127,7 @@ class _SyncNetMetric(Metric):
     defaults: dict[str, Any] = {"crop": "syncnet", "crop_scale": CROP_SCALE, "vshift": VSHIFT,
                                 "weights": "syncnet_v2", "weights_path": None, "batch_size": None,
                                 "frame_path": "direct"}
+    choices: dict[str, tuple] = {"crop": CROPS, "frame_path": FRAME_PATHS}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -143,8 +144,6 @@ class _SyncNetMetric(Metric):
 
     def validate_params(self) -> None:
         p = self.params
-        self.check_choice("crop", CROPS)
-        self.check_choice("frame_path", FRAME_PATHS)
         cs = p["crop_scale"]
         if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not math.isfinite(cs) or cs < 0:
             raise ValueError(f"metric {self.name}: parameter 'crop_scale' must be a non-negative "
