@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="fid: frames per clip (default 25); landmarks: 50")
     p.add_argument("--crop", default="syncnet", choices=["syncnet", "full"], help="lse: the SyncNet crop")
     p.add_argument("--method", default="static", help="score: the method whose predictions are scored")
+    p.add_argument("--repeat", type=int, default=2, help="lse: runs of each side per clip (the fastest is kept)")
     p.add_argument("--random-init", action="store_true",
-                   help="lse, fid: random-initialised weights even where real files are present")
+                   help="lse, fid, landmarks (FAN): random-initialised weights even where real files are present")
     p.add_argument("--write", action="store_true", help="write the table to results/perf/<what>.json")
     p.add_argument("--out", help="write the table to DIR/<what>.json instead")
     p.add_argument("--quiet", action="store_true")
