@@ -57,7 +57,7 @@ class CheckResult:
     verdict: str  # PASS | FAIL | SKIPPED: reason | ERROR: reason
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
     try:
         return f"{dist} {importlib.metadata.version(dist)}"
     except importlib.metadata.PackageNotFoundError:
@@ -81,7 +81,7 @@ def _verdict(ok: bool) -> str:
 
 # -------------------------------------------------------------------------------- weights
 @contextlib.contextmanager
-def _env(**values: Optional[str]) -> Iterator[None]:
+def environ(**values: Optional[str]) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in values}
     try:
         for k, v in values.items():
@@ -259,6 +259,21 @@ def ref_calc_pdist(feat1: np.ndarray, feat2: np.ndarray, vshift: int) -> list[li
     return dists
 
 
+def ref_calc_pdist_torch(feat1, feat2, vshift: int) -> list[list[float]]:
+    """The same distances as `ref_calc_pdist`, computed the way ``calc_pdist`` itself does: per
+    video window, one float32 ``pairwise_distance`` of the window repeated 2 vshift + 1 times
+    against the padded audio rows (``talkbench perf lse`` times the reference with this form; the
+    loop form above stays the independent check of the calibration)."""
+    import torch
+    import torch.nn.functional as F
+
+    feat1, feat2 = torch.as_tensor(feat1), torch.as_tensor(feat2)
+    win_size = 2 * vshift + 1
+    padded = F.pad(feat2, (0, 0, vshift, vshift))
+    return [F.pairwise_distance(feat1[[i], :].repeat(win_size, 1), padded[i:i + win_size, :]).tolist()
+            for i in range(len(feat1))]
+
+
 def ref_scores(dists: list[list[float]], vshift: int) -> tuple[int, float, float]:
     """(offset, conf, minval) from the distance lists."""
     n, win_size = len(dists), 2 * vshift + 1
@@ -300,8 +315,10 @@ def ref_crop_video(frames_bgr: list[np.ndarray], landmarks: np.ndarray, crop_sca
 
 
 def ref_evaluate(model, images: list[np.ndarray], audio_int16: np.ndarray,
-                 batch_size: int = 20, vshift: int = 15) -> tuple[int, float, float]:
-    """SyncNetInstance.evaluate on 224 x 224 BGR crops and int16 16 kHz audio: (offset, conf, dist)."""
+                 batch_size: int = 20, vshift: int = 15,
+                 pdist: Callable = ref_calc_pdist) -> tuple[int, float, float]:
+    """SyncNetInstance.evaluate on 224 x 224 BGR crops and int16 16 kHz audio: (offset, conf, dist).
+    `pdist`: `ref_calc_pdist` (loops, the calibration) or `ref_calc_pdist_torch` (timing)."""
     import python_speech_features
     import torch
 
@@ -326,7 +343,7 @@ def ref_evaluate(model, images: list[np.ndarray], audio_int16: np.ndarray,
             cc_feat.append(model.forward_aud(torch.cat(cc_batch, 0)))
     vid = torch.cat(im_feat, 0).numpy()
     aud = torch.cat(cc_feat, 0).numpy()
-    return ref_scores(ref_calc_pdist(vid, aud, vshift), vshift)
+    return ref_scores(pdist(vid, aud, vshift), vshift)
 
 
 # -------------------------------------------------------------------------------- inputs
@@ -387,7 +404,7 @@ def check_image(folder: Path, random_init: bool) -> list[CheckResult]:
     for name, expected, rel_tol in (("PSNR", ref_psnr, 1e-6), ("SSIM", ref_ssim, 1e-10)):
         value = build_metric(name).clip_value(pair)
         abs_d, rel_d = differences(value, np.mean(expected))
-        rows.append(CheckResult(name, _version("scikit-image"), "none", inputs, abs_d, rel_d,
+        rows.append(CheckResult(name, package_version("scikit-image"), "none", inputs, abs_d, rel_d,
                                 f"rel {rel_tol:g}", _verdict(rel_d <= rel_tol)))
     return rows
 
@@ -404,7 +421,7 @@ def check_mfcc(folder: Path, random_init: bool) -> list[CheckResult]:
     theirs = python_speech_features.mfcc(expected16, 16000).T
     abs_d, rel_d = differences(ours, theirs)
     ok = np.array_equal(audio16, expected16) and abs_d <= 1e-4 * np.abs(theirs).max()
-    return [CheckResult("MFCC (SyncNet audio)", _version("python_speech_features"), "none",
+    return [CheckResult("MFCC (SyncNet audio)", package_version("python_speech_features"), "none",
                         "1 s speech-like tone, 16 kHz", abs_d, rel_d, "abs 1e-4 x max |ref|",
                         _verdict(bool(ok)))]
 
@@ -418,7 +435,7 @@ def check_lpips(folder: Path, random_init: bool) -> list[CheckResult]:
     path, label = weights_file("alexnet", random_alexnet, folder, random_init)
     home = torch_home_with(folder, path, "alexnet-owt-7be5be79.pth")
     pred, ref = photo_pairs(1)
-    with _env(TORCH_HOME=str(home), TALKBENCH_WEIGHTS_ALEXNET=str(path)):
+    with environ(TORCH_HOME=str(home), TALKBENCH_WEIGHTS_ALEXNET=str(path)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torchvision: lpips' deprecated `pretrained=True`
             reference = lpips.LPIPS(net="alex", version="0.1", verbose=False)
@@ -428,7 +445,7 @@ def check_lpips(folder: Path, random_init: bool) -> list[CheckResult]:
                     for p, r in zip(pred, ref)]
     got = ours.frame_values(pred, ref)
     abs_d, rel_d = differences(got, expected)
-    return [CheckResult("LPIPS", _version("lpips"), label, f"{len(pred)} photo crops + noise",
+    return [CheckResult("LPIPS", package_version("lpips"), label, f"{len(pred)} photo crops + noise",
                         abs_d, rel_d, "rel 1e-5", _verdict(rel_d <= 1e-5))]
 
 
@@ -440,7 +457,7 @@ def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
     home = torch_home_with(folder, path, "pt_inception-2015-12-05-6726825d.pth")
     from pytorch_fid.inception import InceptionV3
 
-    with _env(TORCH_HOME=str(home), TALKBENCH_WEIGHTS_PT_INCEPTION=str(path)):
+    with environ(TORCH_HOME=str(home), TALKBENCH_WEIGHTS_PT_INCEPTION=str(path)):
         reference = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
         ours = build_metric("FID")
     pred, ref = fid_frame_sets()
@@ -453,7 +470,7 @@ def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
     f_abs, _ = differences(feats, act_pred)
     abs_d, rel_d = differences(value, expected)
     ok = rel_d <= 1e-4 and f_abs <= 1e-5 * np.abs(act_pred).max()
-    return [CheckResult("FID", _version("pytorch-fid"), label,
+    return [CheckResult("FID", package_version("pytorch-fid"), label,
                         "2 x 2 vs 2 x 2 frames 48x64 (features and distance)", abs_d, rel_d,
                         "rel 1e-4 (features abs 1e-5 x max)", _verdict(bool(ok)))]
 
@@ -488,7 +505,7 @@ def check_syncnet(folder: Path, random_init: bool) -> list[CheckResult]:
     c_abs, _ = differences(lse_c, conf)
     ok = d_rel <= 1e-5 and c_abs <= 1e-5 * minval and av == abs(offset)
     return [CheckResult("LSE-D / LSE-C / AV-offset", "joonson evaluate (loop reference, "
-                        + _version("python_speech_features") + ")", label,
+                        + package_version("python_speech_features") + ")", label,
                         f"{t} frames 96x96 full-frame crop, speech-like audio",
                         max(d_abs, c_abs), d_rel, "LSE-D rel 1e-5; LSE-C abs 1e-5 x LSE-D",
                         _verdict(bool(ok)))]
@@ -505,13 +522,13 @@ def check_cpbd(folder: Path, random_init: bool) -> list[CheckResult]:
     try:
         import cpbd as reference
     except ImportError:
-        return [CheckResult("CPBD", _version("cpbd"), "none", "-", math.nan, math.nan, "abs 1e-6",
+        return [CheckResult("CPBD", package_version("cpbd"), "none", "-", math.nan, math.nan, "abs 1e-6",
                             "SKIPPED: pip install cpbd")]
     images = [data.camera().astype(np.float64), gray_frames(data.astronaut()[None, ::2, ::2])[0]]
     ours = [cpbd(img) for img in images]
     theirs = [reference.compute(img) for img in images]
     abs_d, rel_d = differences(ours, theirs)
-    return [CheckResult("CPBD", _version("cpbd"), "none", "camera, astronaut (gray)", abs_d, rel_d,
+    return [CheckResult("CPBD", package_version("cpbd"), "none", "camera, astronaut (gray)", abs_d, rel_d,
                         "abs 1e-6", _verdict(abs_d <= 1e-6))]
 
 

@@ -107,9 +107,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_perf(args: argparse.Namespace) -> int:
-    from bench.data.perf import cli_perf_prepare
+    if args.what == "prepare":
+        from bench.data.perf import cli_perf_prepare
 
-    return cli_perf_prepare(args)
+        args.workers = args.workers or "1,2"
+        args.clips = 4 if args.clips is None else args.clips
+        return cli_perf_prepare(args)
+    from bench.perf import cli_perf
+
+    try:
+        args.workers_n = int(args.workers or 1)
+    except ValueError:
+        raise ValueError(f"--workers: `perf {args.what}` takes one count, got {args.workers!r}") from None
+    args.clips = 2 if args.clips is None else args.clips
+    return cli_perf(args)
 
 
 def _cmd_site(args: argparse.Namespace) -> int:
@@ -202,10 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?")
     p.set_defaults(func=_cmd_protocols)
 
-    p = sub.add_parser("perf", help="benchmarks of the harness itself")
-    p.add_argument("what", choices=["prepare"], help="prepare: the preprocessing pipeline, cold, in frames/s")
-    p.add_argument("--workers", default="1,2", help="comma-separated worker counts to time")
-    p.add_argument("--clips", type=int, default=4, help="input videos to build and prepare")
+    p = sub.add_parser("perf", help="benchmarks of the harness itself, and against the reference tools")
+    p.add_argument("what", choices=["prepare", "lse", "fid", "landmarks", "score"],
+                   help="prepare: the preprocessing pipeline, cold, in frames/s; lse, fid, landmarks: "
+                        "talkbench against syncnet_python's evaluate, pytorch-fid, face-alignment on "
+                        "the same inputs and weights; score PROTOCOL: the whole scorer in frames/s")
+    p.add_argument("protocol", nargs="?", help="score: the protocol whose scorer is timed")
+    p.add_argument("--workers", help="prepare: comma-separated worker counts (default 1,2); "
+                                     "score: worker count (default 1)")
+    p.add_argument("--clips", type=int, help="synthtalk clips (default: prepare 4, others 2)")
+    p.add_argument("--frames", type=int, help="fid: frames per clip (default 25); landmarks: 50")
+    p.add_argument("--crop", default="syncnet", choices=["syncnet", "full"], help="lse: the SyncNet crop")
+    p.add_argument("--method", default="static", help="score: the method whose predictions are scored")
+    p.add_argument("--repeat", type=int, default=2, help="lse: runs of each side per clip (the fastest is kept)")
+    p.add_argument("--random-init", action="store_true",
+                   help="lse, fid, landmarks (FAN): random-initialised weights even where real files are present")
+    p.add_argument("--write", action="store_true", help="write the table to results/perf/<what>.json")
+    p.add_argument("--out", help="write the table to DIR/<what>.json instead")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_perf)
 

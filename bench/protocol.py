@@ -563,6 +563,10 @@ def _parse_metric(entry: Any, i: int) -> MetricSpec:
     if unknown:
         raise ProtocolError(f"metrics[{i}].params: unknown parameter(s) {unknown} of metric "
                             f"{entry['name']}; known: {sorted(METRICS.get(entry['name']).defaults)}")
+    for key, allowed in METRICS.get(entry["name"]).choices.items():
+        if key in params and params[key] not in allowed:
+            raise ProtocolError(f"metrics[{i}].params.{key}: {params[key]!r} is not one of "
+                                f"{list(allowed)} (metric {entry['name']})")
     return MetricSpec(str(entry["name"]), str(entry.get("label", entry["name"])), params)
 
 

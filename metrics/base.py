@@ -35,6 +35,9 @@ class Metric:
     needs: ClassVar[tuple[str, ...]]
     level: ClassVar[str] = "clip"  # "clip" or "set"
     defaults: ClassVar[dict[str, Any]] = {}
+    # parameters whose value is one of a fixed set: checked when the metric is built and when a
+    # protocol naming it is loaded (bench.protocol), so a typo fails before anything runs
+    choices: ClassVar[dict[str, tuple]] = {}
     unit: ClassVar[str] = ""  # of the value: "px", "dB", ... ("" for a unitless score)
 
     def __init__(self, **params: Any) -> None:
@@ -45,6 +48,8 @@ class Metric:
                 f"metric {self.name}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}"
             )
         self.params = {**self.defaults, **params}
+        for key, allowed in self.choices.items():
+            self.check_choice(key, allowed)
         self.validate_params()
 
     def validate_params(self) -> None:

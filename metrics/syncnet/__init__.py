@@ -11,6 +11,8 @@ Modules, by responsibility:
   formats (`load_syncnet`, `save_expert`, `read_expert_config`) and the shared loaded network;
 * `metrics.syncnet.features`: the reference evaluation on prepared inputs -- int16 audio, MFCC,
   5-frame windows, the 224 x 224 crops, embeddings, offset distances and scores (`evaluate`);
+* `metrics.syncnet.jpeg`: syncnet_python's JPEG frame path (ffmpeg's JPEG encoder and back), the
+  ``frame_path: jpeg_roundtrip`` option of the metrics;
 * `metrics.syncnet.metrics`: the registered metrics LSE-D, LSE-C and AV-offset (parameters, input
   checks, crop boxes from the reference landmarks, the per-clip result cache).
 
@@ -26,6 +28,7 @@ from metrics.syncnet.features import (CPU_BATCH, CROP_SIZE, CUDA_BATCH, DIST_EPS
                                       SAMPLES_PER_FRAME, VSHIFT, SyncResult, audio_to_int16, embed,
                                       evaluate, full_frames, mfcc_features, num_windows,
                                       offset_distances, sync_scores, syncnet_crops)
+from metrics.syncnet.jpeg import FRAME_PATHS, encoder_versions, encode_jpegs, jpeg_roundtrip
 from metrics.syncnet.metrics import (CROPS, EXPERT_WEIGHTS, AVOffset, LSEC, LSED, clear_cache)
 from metrics.syncnet.net import (EMBEDDING_DIM, EXPERT_ARCH_KEYS, EXPERT_FORMAT, Embedder, S,
                                  SyncNet, load_syncnet, read_expert_config, save_expert)
@@ -35,6 +38,7 @@ __all__ = [
     "MFCC_PER_WINDOW", "SAMPLES_PER_FRAME", "VSHIFT", "SyncResult", "audio_to_int16", "embed",
     "evaluate", "full_frames", "mfcc_features", "num_windows", "offset_distances", "sync_scores",
     "syncnet_crops",
+    "FRAME_PATHS", "encoder_versions", "encode_jpegs", "jpeg_roundtrip",
     "CROPS", "EXPERT_WEIGHTS", "AVOffset", "LSEC", "LSED", "clear_cache",
     "EMBEDDING_DIM", "EXPERT_ARCH_KEYS", "EXPERT_FORMAT", "Embedder", "S", "SyncNet", "load_syncnet",
     "read_expert_config", "save_expert",

@@ -29,6 +29,19 @@ tracking, ``min_track`` or ``min_face_size`` (the clip is one track); the crops 
 through XVID and JPEG; clips with 6 frames (the shortest scoreable) cannot go through the 13-tap
 zero-padded median filter meaningfully, so the syncnet crop needs 7 frames.
 
+Frame path (parameter ``frame_path``)
+-------------------------------------
+* ``"direct"`` (default): the frames are scored as they are.
+* ``"jpeg_roundtrip"``: the frames ``evaluate`` reads go through ffmpeg's JPEG encoder at the
+  quality of syncnet_python's ``ffmpeg -i VIDEO -threads 1 -f image2 %06d.jpg`` and back
+  (`metrics.syncnet.jpeg`: what is reproduced and what is not). Where that happens follows the
+  reference: with ``crop: full`` (Wav2Lip's ``calculate_scores_LRS.py`` hands ``evaluate`` the
+  generated video itself) the whole frames are round-tripped before the resize to 224; with
+  ``crop: syncnet`` (``evaluate`` reads ``run_pipeline.py``'s crop videos) the 224 x 224 crops
+  are. Papers' LSE numbers come through this path; it moves LSE-D by up to ~0.4% (issue 17). The
+  audio path is the same for both values (see `metrics.syncnet.jpeg`). The value's identity holds
+  the frame path and, for the round trip, the libavcodec, libswscale and OpenCV versions.
+
 Metrics
 -------
 ``LSE-D`` (lower is better), ``LSE-C`` (higher is better) and ``AV-offset`` (|offset| in frames,
@@ -42,7 +55,8 @@ Parameters: ``crop`` ("syncnet" | "full"), ``crop_scale`` (0.4), ``vshift`` (15)
 protocol's own train split by bench/experts.py, loaded from the expert checkpoint passed as
 ``weights_path`` -- same layer list at a reduced width saved in its config -- and scored by the
 unchanged evaluation), ``weights_path`` (an explicit file or folder, optional),
-``batch_size`` (None: 20 on CPU, 128 on CUDA; not part of the metric's identity).
+``batch_size`` (None: 20 on CPU, 128 on CUDA; not part of the metric's identity),
+``frame_path`` ("direct" | "jpeg_roundtrip", above).
 
 Failures: fps other than 25 (the reference assumes 25 fps), a sample rate other than 16 kHz, too few
 frames or too little audio for one window -> `MetricError`; weights missing -> `MetricUnavailable`
@@ -70,6 +84,7 @@ from metrics import register
 from metrics.base import Metric
 from metrics.syncnet.features import (CPU_BATCH, CUDA_BATCH, FPS, VSHIFT, SyncResult, evaluate,
                                       full_frames, num_windows, syncnet_crops, too_short_reason)
+from metrics.syncnet.jpeg import FRAME_PATHS, encoder_versions, jpeg_roundtrip
 from metrics.syncnet.net import SyncNet, read_expert_config, shared_model
 
 log = logging.getLogger(__name__)
@@ -110,7 +125,9 @@ class _SyncNetMetric(Metric):
     needs = ("frames",)
     level = "clip"
     defaults: dict[str, Any] = {"crop": "syncnet", "crop_scale": CROP_SCALE, "vshift": VSHIFT,
-                                "weights": "syncnet_v2", "weights_path": None, "batch_size": None}
+                                "weights": "syncnet_v2", "weights_path": None, "batch_size": None,
+                                "frame_path": "direct"}
+    choices: dict[str, tuple] = {"crop": CROPS, "frame_path": FRAME_PATHS}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -127,7 +144,6 @@ class _SyncNetMetric(Metric):
 
     def validate_params(self) -> None:
         p = self.params
-        self.check_choice("crop", CROPS)
         cs = p["crop_scale"]
         if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not math.isfinite(cs) or cs < 0:
             raise ValueError(f"metric {self.name}: parameter 'crop_scale' must be a non-negative "
@@ -149,8 +165,11 @@ class _SyncNetMetric(Metric):
     def identity(self) -> dict:
         # The value depends on the weights' content, not on where the file is or the batch size.
         params = {k: v for k, v in self.params.items() if k not in ("weights_path", "batch_size")}
-        return {"name": self.name, "version": self.version, "params": params,
-                "weights": {self.params["weights"]: self.weights_sha256}}
+        out = {"name": self.name, "version": self.version, "params": params,
+               "weights": {self.params["weights"]: self.weights_sha256}}
+        if params["frame_path"] == "jpeg_roundtrip":  # the encoder's bytes depend on these
+            out["jpeg"] = encoder_versions()
+        return out
 
     @property
     def batch_size(self) -> int:
@@ -221,16 +240,20 @@ class _SyncNetMetric(Metric):
         frames, audio, boxes = self.prepared(pair)
         p = self.params
         key = (self.weights_sha256, p["crop"], float(p["crop_scale"]) if boxes is not None else None,
-               int(p["vshift"]), array_digest(frames), array_digest(audio),
+               int(p["vshift"]), p["frame_path"], array_digest(frames), array_digest(audio),
                None if boxes is None else array_digest(boxes.cx, boxes.cy, boxes.s))
         if key in _RESULTS:
             _RESULTS.move_to_end(key)
             return _RESULTS[key]
-        frames = frames[..., ::-1]  # RGB -> BGR, as cv2.imread gives the reference
+        jpeg = p["frame_path"] == "jpeg_roundtrip"
         if boxes is None:
+            # RGB -> BGR, as cv2.imread gives the reference (the JPEG decoder gives BGR itself)
+            frames = jpeg_roundtrip(frames, FPS) if jpeg else frames[..., ::-1]
             video = full_frames(frames)
         else:
-            video = syncnet_crops(frames, boxes, float(p["crop_scale"]))
+            video = syncnet_crops(frames[..., ::-1], boxes, float(p["crop_scale"]))
+            if jpeg:
+                video = jpeg_roundtrip(np.ascontiguousarray(video[..., ::-1]), FPS)
         res = evaluate(self.model, video, audio, vshift=int(p["vshift"]),
                        batch_size=self.batch_size, device=self.device)
         self.calls += 1
