@@ -56,7 +56,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from baselines import data_parallel
 from baselines.base import Method, MethodConfig
+from core import distributed
 from core.types import MethodInput, Prediction
 from core.constants import EMOTIONS  # index = emotion embedding row
 from core.types import Clip
@@ -319,16 +321,18 @@ class TorchMethod(Method):
         if not train:
             raise ValueError(f"{self.name}: fit needs at least one training clip")
         cfg = self.config
+        world = distributed.world()
+        device = data_parallel.training_device(device, world)
         was_deterministic = torch.are_deterministic_algorithms_enabled()
-        if torch.device(device).type == "cpu":
+        if device.type == "cpu":
             torch.use_deterministic_algorithms(True)
         try:
             with torch_threads(getattr(cfg, "threads", 0)):
-                self._fit(train, val, torch.device(device), seed, Path(workdir) if workdir else None, cfg)
+                self._fit(train, val, device, seed, Path(workdir) if workdir else None, cfg, world)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
 
-    def _fit(self, train, val, device, seed, workdir, cfg) -> None:
+    def _fit(self, train, val, device, seed, workdir, cfg, world) -> None:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         model = self.build_model().to(device)
@@ -351,12 +355,18 @@ class TorchMethod(Method):
             windows_per_epoch = len(train)
         history: list[dict] = []
         start_epoch = 0
+        # rank 0 alone reads and writes the run folder (the other ranks get its resume state)
+        if not world.is_main:
+            workdir = None
         state_path = workdir / TRAIN_STATE if workdir else None
         identity = {"method": self.name, "config": self.config.hash(), "seed": seed,
                     "train": [c.id for c in train]}
+        saved = None
         if state_path is not None and state_path.exists():
             # on the CPU: RNG states must stay CPU tensors; load_state_dict moves weights and moments
             saved = torch.load(state_path, map_location="cpu", weights_only=False)
+        saved = distributed.broadcast(saved, world)
+        if saved is not None:
             if saved.get("identity") == identity:
                 model.load_state_dict(saved["model"])
                 optimizer.load_state_dict(saved["optimizer"])
@@ -372,11 +382,12 @@ class TorchMethod(Method):
                             self.name, state_path)
         val_batches = self._val_batches(val, seed, device) if val else []
         self.model, self.device = model, str(device)
+        replica = data_parallel.wrap(model, world)  # the model itself in a world of one
         step = start_epoch * steps_per_epoch
         bar = tqdm(range(start_epoch, cfg.epochs), desc=f"fit {self.name}", initial=start_epoch,
-                   total=cfg.epochs, leave=False, disable=None)
+                   total=cfg.epochs, leave=False, disable=None if world.is_main else True)
         for epoch in bar:
-            model.train()
+            replica.train()
             if mode == "all_windows":
                 plan = epoch_windows(train, window, cfg.batch_size, rng)
             else:
@@ -391,22 +402,24 @@ class TorchMethod(Method):
                 else:
                     clips = [train[j] for j in chosen]
                     batch = self.make_batch(clips, rng, device)
-                loss = self.compute_loss(model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{self.name}: loss is {loss.item()} at epoch {epoch} step {i}")
+                # this rank's share of the batch (all of it in a world of one); `value` is the
+                # whole batch's loss, the same on every rank
+                loss, value = data_parallel.batch_loss(self.compute_loss, replica, batch, len(clips), world)
+                if not torch.isfinite(value):
+                    raise FloatingPointError(f"{self.name}: loss is {value.item()} at epoch {epoch} step {i}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
-                losses.append(float(loss.detach()))
+                losses.append(float(value))
                 step += 1
                 bar.set_postfix(loss=f"{np.mean(losses):.4g}")
                 if cfg.log_every and step % cfg.log_every == 0:
                     log.info("%s: epoch %d step %d loss %.5g", self.name, epoch, step, losses[-1])
             record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                       "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0,
-                      "steps": len(plan), "windows": windows_per_epoch}
+                      "steps": len(plan), "windows": windows_per_epoch, "world_size": world.size}
             scheduler.step()
             if val_batches:
                 record["val_loss"] = self._val_loss(model, val_batches)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from baselines import build_method, method_class
 from baselines.base import Method
+from core import distributed
 from core.errors import CheckpointError
 from core.hashing import code_fingerprint, file_sha256, key_of
 from core.paths import talkbench_home
@@ -321,19 +322,31 @@ def select_methods(protocol: Protocol, names: Optional[list[str]], preset: Optio
 def train_or_load(method: Method, splits: dict[str, list[Clip]], workdir: Path, device: str,
                   seed: int, checkpoint: Optional[Path] = None) -> Optional[Path]:
     """Fit on the train split, or load `checkpoint` / the one an earlier run left. None if nothing
-    to learn. Loading refuses a checkpoint whose config differs from the method's."""
+    to learn. Loading refuses a checkpoint whose config differs from the method's.
+
+    Under torchrun (a world of several ranks) every rank fits together from the same seed (torch
+    methods split each batch among the ranks, `baselines.data_parallel`); rank 0 alone gets the
+    run folder, so it alone writes the training state, log and checkpoint, and the other ranks
+    load that checkpoint after a barrier: every rank ends with the same weights. Rank 0 decides
+    whether a cached checkpoint exists. The run folder must be on a filesystem every rank sees."""
     if not method.trainable:
         if checkpoint is not None:
             raise ValueError(f"{method.name} has nothing to learn: --checkpoint does not apply")
         return None
     path = Path(checkpoint) if checkpoint is not None else workdir / "model.ckpt.npz"
-    if path.exists():
+    world = distributed.world()
+    if distributed.broadcast(path.exists(), world):
         loaded = type(method).load(path, method.config)
         method.set_state(loaded.state())
         return path
     seed_everything(seed)
-    method.fit(splits["train"], splits["val"], device=device, seed=seed, workdir=workdir)
-    method.save(path)
+    method.fit(splits["train"], splits["val"], device=device, seed=seed,
+               workdir=workdir if world.is_main else None)
+    if world.is_main:
+        method.save(path)
+    distributed.barrier(world)
+    if not world.is_main:
+        method.set_state(type(method).load(path, method.config).state())
     return path
 
 

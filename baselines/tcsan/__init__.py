@@ -93,12 +93,13 @@ import cv2
 import numpy as np
 import torch
 
-from baselines import register
+from baselines import data_parallel, register
 from baselines.audio_frontends import MFCCFrontend
 from baselines.image_training import VGG19Perceptual
 from baselines.torch_method import TorchMethod, TorchMethodConfig, crop_starts
 from baselines.tcsan.model import (IMAGE, MFCC_SHAPE, NUM_AUS, TCSANNet, au_loss, class_weights,
                                    upper_half, weighted_bce, Audio2AU, AUClassifier)
+from core import distributed
 from core.types import Clip, MethodInput, Prediction
 
 log = logging.getLogger(__name__)
@@ -355,7 +356,7 @@ class TCSAN(TorchMethod):
                 torch.set_num_threads(threads)
                 torch.use_deterministic_algorithms(before)
         super().fit(train, val, device=device, seed=seed, workdir=workdir)
-        if workdir is not None and self.pretrain_log:
+        if workdir is not None and self.pretrain_log and distributed.world().is_main:
             import json
             from pathlib import Path
 
@@ -374,22 +375,26 @@ class TCSAN(TorchMethod):
         opt = torch.optim.Adam(net.parameters(), lr=cfg.pretrain_lr)
         bs = int(cfg.pretrain_batch)
         losses = []
-        net.train()
+        world = distributed.world()
+        replica = data_parallel.wrap(net, world)  # `net` itself in a world of one
+        replica.train()
         for _ in range(int(epochs)):
             order = rng.permutation(len(inputs))
             total = 0.0
             for k in range(0, len(order), bs):
                 idx = np.sort(order[k:k + bs])
-                x = to_image(inputs[idx], device) if images else torch.from_numpy(inputs[idx]).to(device)
-                y = torch.from_numpy(labels[idx]).to(device)
-                loss = weighted_bce(net(x), y, weights)
+                part, weight = data_parallel.local_part(len(idx), world)  # this rank's share
+                mine = idx[part]
+                x = to_image(inputs[mine], device) if images else torch.from_numpy(inputs[mine]).to(device)
+                y = torch.from_numpy(labels[mine]).to(device)
+                loss, value = data_parallel.reduce_loss(weighted_bce(replica(x), y, weights), weight, world)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(idx)
+                total += float(value) * len(idx)
             losses.append(total / len(inputs))
         net.eval()
-        return {"epochs": int(epochs), "loss": losses}
+        return {"epochs": int(epochs), "loss": losses, "world_size": world.size}
 
     def evaluate_au_classifier(self, net, clips: list[Clip], device) -> dict[str, Any]:
         """The AU classifier's per-AU F1 / accuracy (threshold 0.5) on the clips' real frames
