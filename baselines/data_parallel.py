@@ -12,15 +12,22 @@ the ranks' gradients during backward. The rank's loss is multiplied by
 (its share / the batch) x world size, so that average is the gradient of the mean over the whole
 batch: one process's update, up to the order of float summation (tested with 2 gloo ranks to a
 relative 1e-5 on the parameters). The global batch, the epoch, the schedule and the checkpoint's
-meaning do not change with the world size; N ranks make each step N times cheaper per rank.
+meaning do not change with the world size. Each rank's forward and backward run on 1/N of the
+batch; the batch's data is still made whole on every rank (cheap next to the model for these
+methods), so data preparation is not divided.
 
 Where "equal to one process" stops:
+- Parameters whose true gradient is zero (attention key biases, which softmax ignores; a conv bias
+  just before batch norm) get float noise as gradient, and Adam's normalised step turns noise into
+  full-size moves whatever its size: such tensors differ between one process and several ranks
+  (measured on KFusion: relative 0.35 on a key bias, median over all tensors 5e-9) without changing
+  what the model computes.
 - A loss that is not a mean of per-window terms is computed on each share: SPEAR's mouth-box MSE
   (normalised by the mask area of the batch) and TCSAN's weighted Dice term (ratios of sums) differ
   from the whole batch's value; equal in expectation, not in value.
 - Batch norm (TCSAN's audio encoder is the only BN in talkbench's methods): on NCCL the layers
   become `SyncBatchNorm`, whose statistics are those of the global batch, so equality holds. gloo
-  has no SyncBatchNorm (torch implements it for CUDA tensors only): on the CPU each rank normalises
+  has no SyncBatchNorm (torch's runs on GPU / XPU tensors only): on the CPU each rank normalises
   with its share's statistics, and DistributedDataParallel broadcasts rank 0's running statistics
   to the others before each forward, so a BN model trained on several CPU ranks differs from one
   process (per-rank statistics of smaller batches).
@@ -40,15 +47,15 @@ TCSAN rows' pre-training of Audio2AU and the AU classifier. Loops that stay sing
 rank runs the whole loop from the same seed; rank 0's result is the one kept): the tiny VAE of
 spear (`latent_vae.train_autoencoder`), fd2talk's four stages, gnerf's NeRF.
 
-A model's `compute_loss` gets the wrapped model; it must call it (its `forward`) exactly once per
-step, as DistributedDataParallel requires, and may use its submodules (`model.disc`,
-`model.au_classifier`): the wrapper answers the model's attributes, and their gradients are
-averaged too, since DistributedDataParallel's hooks sit on the parameters. Every parameter that
-requires grad must receive a gradient in every step.
+`wrap` puts the model *and its loss function* in DistributedDataParallel, so the loss may call
+the model and any of its submodules as it likes (SPEAR's discriminator, TCSAN's AU classifier are
+called by the loss, not by the model's forward): every parameter the loss reaches has its gradient
+averaged, and `compute_loss` gets the model itself in one process and in many.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional
 
 import torch
@@ -58,18 +65,20 @@ from torch.nn.parallel import DistributedDataParallel
 from core import distributed
 from core.distributed import World
 
+Batch = dict[str, torch.Tensor]
 
-class _Replica(DistributedDataParallel):
-    """DistributedDataParallel that also answers the wrapped model's own attributes, so that a
-    `compute_loss` written for the bare model (`model.disc(...)`) works on the wrapped one."""
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "module":
-                raise
-            return getattr(self.module, name)
+class _Loss(nn.Module):
+    """A model and its loss as one module, `forward(batch) -> loss`, so that DistributedDataParallel
+    sees every parameter the loss reaches (submodules the loss calls besides the model's forward)."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
 
 
 def training_device(device: str | torch.device, world: Optional[World] = None) -> torch.device:
@@ -82,18 +91,23 @@ def training_device(device: str | torch.device, world: Optional[World] = None) -
     return dev
 
 
-def wrap(model: nn.Module, world: Optional[World] = None) -> nn.Module:
-    """`model` itself in a world of one; else wrapped in DistributedDataParallel (its batch norm
-    layers made SyncBatchNorm first when the group is NCCL). The model must be on its device.
-    Parameters and buffers of rank 0 are broadcast to every rank here (a collective: every rank
-    wraps together)."""
+def wrap(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
+         world: Optional[World] = None) -> Callable[[Batch], torch.Tensor]:
+    """`batch -> loss_fn(model, batch)`: the plain call in a world of one; else the model and its
+    loss inside DistributedDataParallel (batch norm layers made SyncBatchNorm first when the group
+    is NCCL), whose backward averages the gradients of every parameter the loss reached. Parameters
+    the loss leaves without a gradient in a step (KFusion's wav2vec2 mask embedding) are found each
+    step (`find_unused_parameters`). The model must be on its device. Rank 0's parameters and
+    buffers are broadcast to every rank here (a collective: every rank wraps together); the
+    model's train / eval mode stays the model's."""
     world = world or distributed.world()
     if not world.distributed:
-        return model
+        return functools.partial(loss_fn, model)
     device = next(model.parameters()).device
     if world.backend == "nccl":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects
-    return _Replica(model, device_ids=[device.index] if device.type == "cuda" else None)
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place, the same Parameter objects
+    return DistributedDataParallel(_Loss(model, loss_fn), device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
 
 
 def local_part(n: int, world: Optional[World] = None) -> tuple[slice, float]:
@@ -117,7 +131,7 @@ def local_part(n: int, world: Optional[World] = None) -> tuple[slice, float]:
     return slice(start, start + count), count * world.size / n
 
 
-def take(batch: dict[str, torch.Tensor], part: slice, n: int) -> dict[str, torch.Tensor]:
+def take(batch: Batch, part: slice, n: int) -> Batch:
     """Items `part` of a batch whose every tensor holds the `n` items on its first axis (the
     `make_batch` contract); a tensor with another first axis is an error, not silently shared."""
     out = {}
@@ -145,14 +159,13 @@ def reduce_loss(loss: torch.Tensor, weight: float, world: Optional[World] = None
     return scaled, value / world.size
 
 
-def batch_loss(loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor], model: nn.Module,
-               batch: dict[str, torch.Tensor], n: int, world: Optional[World] = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`loss_fn(model, this rank's share of batch)` weighted for DistributedDataParallel, and the
-    whole batch's loss value (see `reduce_loss`). `model` is what `wrap` returned; a world of one
-    calls `loss_fn(model, batch)` as it is."""
+def batch_loss(replica: Callable[[Batch], torch.Tensor], batch: Batch, n: int,
+               world: Optional[World] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of this rank's share of `batch` (`n` items) through `replica` (what `wrap`
+    returned), weighted for DistributedDataParallel, and the whole batch's loss value (see
+    `reduce_loss`). A world of one: `replica(batch)` as it is."""
     world = world or distributed.world()
     if not world.distributed:
-        return reduce_loss(loss_fn(model, batch), 1.0, world)
+        return reduce_loss(replica(batch), 1.0, world)
     part, weight = local_part(n, world)
-    return reduce_loss(loss_fn(model, take(batch, part, n)), weight, world)
+    return reduce_loss(replica(take(batch, part, n)), weight, world)

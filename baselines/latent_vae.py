@@ -140,6 +140,8 @@ def train_autoencoder(vae, frames_fn: Callable[[np.random.Generator], np.ndarray
 
     `frames_fn(rng)` returns one batch of uint8 N x H x W x 3 frames (the caller draws them from
     the train split only). Deterministic for a seed on CPU. Returns the per-step losses.
+    Single-process under torchrun (not data-parallel): every rank runs this whole loop from the same
+    seed and rank 0's weights are the ones saved (`baselines.data_parallel`).
     """
     if steps <= 0:
         return []

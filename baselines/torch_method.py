@@ -36,6 +36,12 @@ owns everything else:
   `seed` for every data choice, and `torch.use_deterministic_algorithms(True)` on CPU during the fit
   (the previous setting is restored afterwards): the same seed gives the same checkpoint hash.
   `config.threads` (if set) pins torch's intra-op thread count during fit and predict.
+- Data-parallel under torchrun (`baselines.data_parallel`): every rank runs this loop from the same
+  seed (same initial weights, same batch plan and random windows), keeps its share of each batch
+  with its loss weighted by the share, and DistributedDataParallel averages the gradients: the
+  step one process takes on the whole batch, up to float summation order. The logged loss is the
+  whole batch's. Rank 0 alone reads the resume state (broadcast to the others) and writes the
+  state and log; each epoch's record holds `world_size`.
 - `state` / `set_state`: the model's `state_dict` as numpy arrays (float32 / integer, sorted keys).
 - `predict`: eval mode, `no_grad`, on the device of the last fit (cpu after a load; set
   `method.device` to move it).
@@ -382,12 +388,12 @@ class TorchMethod(Method):
                             self.name, state_path)
         val_batches = self._val_batches(val, seed, device) if val else []
         self.model, self.device = model, str(device)
-        replica = data_parallel.wrap(model, world)  # the model itself in a world of one
+        replica = data_parallel.wrap(model, self.compute_loss, world)  # batch -> loss
         step = start_epoch * steps_per_epoch
         bar = tqdm(range(start_epoch, cfg.epochs), desc=f"fit {self.name}", initial=start_epoch,
                    total=cfg.epochs, leave=False, disable=None if world.is_main else True)
         for epoch in bar:
-            replica.train()
+            model.train()
             if mode == "all_windows":
                 plan = epoch_windows(train, window, cfg.batch_size, rng)
             else:
@@ -404,7 +410,7 @@ class TorchMethod(Method):
                     batch = self.make_batch(clips, rng, device)
                 # this rank's share of the batch (all of it in a world of one); `value` is the
                 # whole batch's loss, the same on every rank
-                loss, value = data_parallel.batch_loss(self.compute_loss, replica, batch, len(clips), world)
+                loss, value = data_parallel.batch_loss(replica, batch, len(clips), world)
                 if not torch.isfinite(value):
                     raise FloatingPointError(f"{self.name}: loss is {value.item()} at epoch {epoch} step {i}")
                 optimizer.zero_grad(set_to_none=True)

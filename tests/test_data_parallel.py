@@ -86,10 +86,12 @@ def test_local_part_shares_and_weights():
 
 def test_world_of_one_leaves_the_loss_alone():
     model = nn.Linear(2, 1)
-    assert data_parallel.wrap(model, World()) is model
-    loss = (model(torch.ones(3, 2)) ** 2).mean()
-    scaled, value = data_parallel.reduce_loss(loss, 1.0, World())
-    assert scaled is loss and float(value) == float(loss.detach())
+    replica = data_parallel.wrap(model, lambda m, b: (m(b["x"]) ** 2).mean(), World())
+    batch = {"x": torch.ones(3, 2)}
+    loss = replica(batch)
+    assert torch.equal(loss, (model(batch["x"]) ** 2).mean())
+    scaled, value = data_parallel.batch_loss(replica, batch, 3, World())
+    assert torch.equal(scaled, loss) and float(value) == float(loss.detach())
 
 
 def _free_port() -> int:

@@ -396,6 +396,9 @@ class FD2Talk(Method):
     # ------------------------------------------------------------------ fit
     def fit(self, train: list[Clip], val: list[Clip], *, device: str = "cpu", seed: int = 0,
             workdir=None) -> None:
+        """`_fit_stage1` then `_fit_stage2`. Single-process under torchrun (not data-parallel):
+        every rank runs all of it from the same seed, and rank 0's weights are the ones saved
+        (`baselines.data_parallel`)."""
         if not train:
             raise ValueError(f"{self.name}: no training clips")
         self.device = device

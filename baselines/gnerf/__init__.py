@@ -303,6 +303,9 @@ class GNerfMethod(Method):
             return net.encode_audio(wav.to(next(net.parameters()).device), num)[0].float().cpu()
 
     def _fit_nerf(self, train: list[Clip], device, seed: int, workdir) -> None:
+        """The NeRF's training loop. Single-process under torchrun (not data-parallel): every rank
+        runs all of it from the same seed, and rank 0's weights are the ones saved
+        (`baselines.data_parallel`); stage 1, a TorchMethod, is data-parallel."""
         cfg = self.config
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)

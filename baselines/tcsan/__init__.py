@@ -376,8 +376,8 @@ class TCSAN(TorchMethod):
         bs = int(cfg.pretrain_batch)
         losses = []
         world = distributed.world()
-        replica = data_parallel.wrap(net, world)  # `net` itself in a world of one
-        replica.train()
+        replica = data_parallel.wrap(net, lambda model, b: weighted_bce(model(b["x"]), b["y"], weights), world)
+        net.train()
         for _ in range(int(epochs)):
             order = rng.permutation(len(inputs))
             total = 0.0
@@ -387,7 +387,7 @@ class TCSAN(TorchMethod):
                 mine = idx[part]
                 x = to_image(inputs[mine], device) if images else torch.from_numpy(inputs[mine]).to(device)
                 y = torch.from_numpy(labels[mine]).to(device)
-                loss, value = data_parallel.reduce_loss(weighted_bce(replica(x), y, weights), weight, world)
+                loss, value = data_parallel.reduce_loss(replica({"x": x, "y": y}), weight, world)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
