@@ -31,14 +31,17 @@ class ProbeNet(nn.Module):
     """A landmark regressor, plus what DDP must cope with: a submodule only the loss calls (as
     SPEAR's discriminator) and a parameter that never gets a gradient (as a wav2vec2 mask embedding)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_norm: bool = False) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(SPF, 24), nn.LayerNorm(24), nn.Tanh(), nn.Linear(24, 136))
+        self.first = nn.Linear(SPF, 24)
+        self.norm = nn.BatchNorm1d(24) if batch_norm else nn.LayerNorm(24)
+        self.net = nn.Sequential(nn.Tanh(), nn.Linear(24, 136))
         self.critic = nn.Linear(136, 1)
         self.unused = nn.Parameter(torch.ones(3))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.net(audio)
+        h = self.first(audio)
+        return self.net(self.norm(h.flatten(0, 1)).view_as(h))
 
 
 class Probe(TorchMethod):
@@ -48,8 +51,10 @@ class Probe(TorchMethod):
     inputs = frozenset({"audio"})
     outputs = frozenset({"landmarks"})
 
+    batch_norm = False
+
     def build_model(self) -> nn.Module:
-        return ProbeNet()
+        return ProbeNet(self.batch_norm)
 
     def make_batch(self, clips, rng, device, starts=None):
         w = random_windows(clips, rng, self.window_length(clips[0].fps), starts)
@@ -69,6 +74,11 @@ CASES = {  # uneven shares (3 -> 2 + 1), and a batch of 1 (rank 1's share empty:
 }
 
 
+class BatchNormProbe(Probe):
+    name = "ddp_probe_bn"
+    batch_norm = True  # SyncBatchNorm under NCCL: the global batch's statistics
+
+
 def make_clips() -> list[Clip]:
     rng = np.random.default_rng(7)
     clips = []
@@ -81,6 +91,8 @@ def make_clips() -> list[Clip]:
 
 
 def make_method(case: str) -> Probe:
+    if case == "batch_norm":
+        return BatchNormProbe(TorchMethodConfig(**CASES["per_clip"]))
     return Probe(TorchMethodConfig(**CASES[case]))
 
 
@@ -115,9 +127,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, size: int, port: int, root: str, out) -> None:
+def test_training_device_is_the_local_gpu():
+    assert data_parallel.training_device("cuda", World(rank=3, size=4, local_rank=1)) == torch.device("cuda", 1)
+    assert data_parallel.training_device("cuda", World()) == torch.device("cuda")
+    assert data_parallel.training_device("cuda:0", World(rank=1, size=2, local_rank=1)) == torch.device("cuda", 0)
+    assert data_parallel.training_device("cpu", World(rank=1, size=2, local_rank=1)) == torch.device("cpu")
+
+
+def _worker(rank: int, size: int, port: int, root: str, out, backend: str = "gloo", device: str = "cpu",
+            cases: tuple[str, ...] = tuple(CASES)) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), TALKBENCH_DIST_BACKEND="gloo")
+                      MASTER_PORT=str(port), TALKBENCH_DIST_BACKEND=backend)
     torch.set_num_threads(1)
     from bench.runner import train_or_load
 
@@ -125,7 +145,7 @@ def _worker(rank: int, size: int, port: int, root: str, out) -> None:
     try:
         clips = make_clips()
         got = {}
-        for case in CASES:
+        for case in cases:
             method = make_method(case)
             writes = {"save": 0, "state": 0}
             save, save_state = method.save, method._save_train_state
@@ -139,7 +159,7 @@ def _worker(rank: int, size: int, port: int, root: str, out) -> None:
                 return _save(*args)
 
             method.save, method._save_train_state = counted_save, counted_state
-            path = train_or_load(method, {"train": clips, "val": clips[:2]}, Path(root) / case, "cpu", seed=3)
+            path = train_or_load(method, {"train": clips, "val": clips[:2]}, Path(root) / case, device, seed=3)
             got[case] = (method.state(), method.train_log, writes, str(path))
         out.put((w.rank, w.size, got))
         distributed.barrier(w)
@@ -199,3 +219,27 @@ def test_two_gloo_ranks_fit_what_one_process_fits(tmp_path):
         assert Path(path0) == tmp_path / case / "model.ckpt.npz" and Path(path0).exists()
         logged = json.loads((tmp_path / case / TRAIN_LOG).read_text())["epochs"]
         assert [r["world_size"] for r in logged] == [1] * resumed_epochs + [2] * (len(logged) - resumed_epochs)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL with 2 ranks needs 2 GPUs")
+def test_two_nccl_ranks_with_sync_batch_norm_fit_what_one_gpu_fits(tmp_path):
+    """On GPUs the batch norm layers are SyncBatchNorm: statistics of the whole batch, as one process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_worker, args=(r, 2, port, str(tmp_path), queue, "nccl", "cuda", ("batch_norm",)))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((r, got) for r, size, got in (queue.get(timeout=300) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    one = make_method("batch_norm")
+    one.fit(make_clips(), make_clips()[:2], device="cuda", seed=3)
+    expected = one.state()
+    state0, _, writes0, _ = results[0]["batch_norm"]
+    assert writes0["save"] == 1 and results[1]["batch_norm"][2]["save"] == 0
+    for key in expected:  # GPU kernels are not bit-reproducible: a looser, norm-relative tolerance
+        diff = np.linalg.norm(state0[key] - expected[key]) / max(np.linalg.norm(expected[key]), 1e-12)
+        assert diff < 1e-4, (key, diff)
