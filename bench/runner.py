@@ -93,7 +93,8 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
                  for spec in specs}
     in_workers: dict[tuple[str, int], dict] = {}
     parallel_s: Optional[float] = None
-    if workers > 1 and checkpoint is None:
+    # under torchrun the ranks train each row together (data-parallel), not rows side by side
+    if workers > 1 and checkpoint is None and not distributed.world().distributed:
         start = time.perf_counter()
         in_workers = fit_in_workers(session, specs, row_seeds, data_key, workers, data_root,
                                     previous=last_timings(out))
@@ -197,6 +198,9 @@ def fit_in_workers(session: Session, specs: list[MethodSpec], row_seeds: dict[st
     checkpoint and the predictions and only loads them. Returns (row, seed) -> {"fit_s",
     "predict_s", "failed"} for the jobs that ran; a job that raised is left to `run_row`, which
     raises the same error in the main process.
+
+    Not used under torchrun (a world of several ranks), where the ranks fit each row together
+    (`train_or_load`, `baselines.data_parallel`).
 
     The longest jobs start first: as long as the row took in `previous` (the last run's
     `_run_timings.json`, a hint that changes only the order), else the image generators first."""
