@@ -201,6 +201,43 @@ def random_i3d(path: Path, seed: int = 0) -> dict:
     return state
 
 
+def random_niqe_params(path: Path, seed: int = 0) -> dict:
+    """A NIQE parameter file in the layout of pyiqa's ``niqe_modelparameters.mat``: a synthetic
+    pristine Gaussian (``mu_prisparam`` 1 x 36, ``cov_prisparam`` 36 x 36, positive definite)."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    b = rng.normal(size=(36, 36))
+    params = {"mu_prisparam": rng.uniform(0.2, 2.0, size=(1, 36)),
+              "cov_prisparam": b @ b.T / 36 + 0.1 * np.eye(36)}
+    scipy.io.savemat(path, params)
+    return params
+
+
+def random_brisque_svm(path: Path, seed: int = 0, n_sv: int = 64) -> tuple:
+    """A BRISQUE model in the layout of pyiqa's ``brisque_svm_weights.pth``: a pickled tuple
+    (sv_coef [n_sv], sv [n_sv x 36]) of float64 tensors, support vectors in the scaled feature range."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    model = (torch.randn(n_sv, generator=g, dtype=torch.float64),
+             torch.rand(n_sv, 36, generator=g, dtype=torch.float64) * 2 - 1)
+    torch.save(model, path)
+    return model
+
+
+def random_musiq(path: Path, seed: int = 0) -> dict:
+    """A state_dict of pyiqa's ``MUSIQ(num_class=1)`` (the KonIQ-10k layout), its default random
+    initialisation under a fixed seed."""
+    import torch
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    torch.manual_seed(seed)
+    state = MUSIQ(pretrained=False).state_dict()
+    torch.save(state, path)
+    return state
+
+
 def random_syncnet(path: Path, seed: int = 11) -> None:
     """talkbench's SyncNet with random weights and BatchNorm statistics, saved as a state dict."""
     import torch
@@ -416,6 +453,43 @@ def cdfvd_reference(path: Path, pred: list[np.ndarray], ref: list[np.ndarray]
     return value, stats.get_all()
 
 
+def pyiqa_reference(metric: str, path: Path, frames: np.ndarray, folder: Path) -> np.ndarray:
+    """pyiqa's own scores of these frames: ``pyiqa.create_metric(metric)`` with its default file
+    (the name in its download URL) taken from a cache folder that holds `path` under that name, and
+    each frame read by pyiqa from a PNG file (``imread2tensor``)."""
+    import contextlib
+    import io
+
+    import pyiqa
+    import torch
+    from PIL import Image
+    from pyiqa.utils import download_util
+
+    from core import weights
+
+    cache = folder / "pyiqa_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    filename = weights.get_spec({"niqe": "pyiqa_niqe", "brisque": "pyiqa_brisque",
+                                 "musiq": "pyiqa_musiq_koniq"}[metric]).filename
+    link = cache / filename
+    if not link.exists():
+        link.symlink_to(Path(path).resolve())
+    old = download_util.DEFAULT_CACHE_DIR
+    download_util.DEFAULT_CACHE_DIR = str(cache)  # pyiqa's hub folder, read when it loads a file
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = pyiqa.create_metric(metric, device=torch.device("cpu"))
+    finally:
+        download_util.DEFAULT_CACHE_DIR = old
+    scores = []
+    for i, frame in enumerate(frames):
+        png = folder / f"{metric}_{i}.png"
+        Image.fromarray(frame).save(png)
+        with torch.no_grad():
+            scores.append(float(model(str(png)).reshape(-1)[0]))
+    return np.asarray(scores)
+
+
 def photo_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two 128 x 128 crops of scikit-image's astronaut and chelsea photos, and noisy copies."""
     from skimage import data
@@ -542,6 +616,33 @@ def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
                         abs_d, rel_d, "rel 1e-4 (features abs 1e-4 x max)", _verdict(bool(ok)))]
 
 
+IQA_WRITERS: dict[str, tuple[str, Callable[[Path], object]]] = {
+    "NIQE": ("pyiqa_niqe", random_niqe_params),
+    "BRISQUE": ("pyiqa_brisque", random_brisque_svm),
+    "MUSIQ": ("pyiqa_musiq_koniq", random_musiq),
+}
+
+
+def check_iqa(folder: Path, random_init: bool) -> list[CheckResult]:
+    from core import weights
+    from core.types import ClipPair
+    from metrics import build_metric
+
+    pred, _ = photo_pairs(2)
+    rows = []
+    for name, (weights_name, writer) in IQA_WRITERS.items():
+        path, label = weights_file(weights_name, writer, folder, random_init)
+        with _env(**{weights.get_spec(weights_name).env_var: str(path)}):
+            ours = build_metric(name)
+        value = ours.clip_value(ClipPair("calibrate", {"frames": pred}, {}))
+        expected = pyiqa_reference(name.lower(), path, pred, folder)
+        abs_d, rel_d = differences(value, expected.mean())
+        rows.append(CheckResult(name, _version("pyiqa"), label,
+                                f"{len(pred)} photo crops 128x128 + noise (PNG files for pyiqa)",
+                                abs_d, rel_d, "rel 1e-5", _verdict(rel_d <= 1e-5)))
+    return rows
+
+
 def check_syncnet(folder: Path, random_init: bool) -> list[CheckResult]:
     import cv2
 
@@ -602,6 +703,7 @@ def check_cpbd(folder: Path, random_init: bool) -> list[CheckResult]:
 CHECKS: dict[str, Callable[[Path, bool], list[CheckResult]]] = {
     "image": check_image, "mfcc": check_mfcc, "lpips": check_lpips, "fid": check_fid,
     "syncnet": check_syncnet, "cpbd": check_cpbd, "fvd": check_fvd,
+    "iqa": check_iqa,
 }
 
 

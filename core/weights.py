@@ -55,6 +55,7 @@ class WeightSpec:
 
 
 _OXFORD = "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/"
+_PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"  # pyiqa's store
 
 SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
     WeightSpec(
@@ -99,6 +100,46 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
              "(cdfvd/third_party/i3d/utils.py load_i3d_model, the URL above), a plain state_dict "
              "of InceptionI3d(400, in_channels=3). Not StyleGAN-V's i3d_torchscript.pt. Full "
              "SHA-256 and size (~50 MB) not verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="pyiqa_niqe",
+        filename="niqe_modelparameters.mat",
+        url=_PYIQA + "niqe_modelparameters.mat",
+        sha256=None,
+        size=None,
+        licence="the NIQE release of LIVE (UT Austin; research use), redistributed by pyiqa "
+                "(chaofengc/IQA-PyTorch; the pyiqa package is PolyForm-Noncommercial-1.0.0)",
+        used_by=("NIQE",),
+        note="pyiqa's NIQE parameters (pyiqa.archs.niqe_arch default_model_urls['niqe']): a MATLAB "
+             "file with mu_prisparam (1 x 36) and cov_prisparam (36 x 36). SHA-256 and size not "
+             "verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="pyiqa_brisque",
+        filename="brisque_svm_weights.pth",
+        url=_PYIQA + "brisque_svm_weights.pth",
+        sha256=None,
+        size=None,
+        licence="the BRISQUE release of LIVE (UT Austin; research use), redistributed by pyiqa "
+                "(chaofengc/IQA-PyTorch; the pyiqa package is PolyForm-Noncommercial-1.0.0)",
+        used_by=("BRISQUE",),
+        note="pyiqa's BRISQUE SVM (pyiqa.archs.brisque_arch default_model_urls['url']): a torch "
+             "pickle of (sv_coef, sv). pyiqa loads it with weights_only=False (a pickle: fetch it "
+             "only from this URL). SHA-256 and size not verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="pyiqa_musiq_koniq",
+        filename="musiq_koniq_ckpt-e95806b9.pth",
+        url=_PYIQA + "musiq_koniq_ckpt-e95806b9.pth",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 (google-research MUSIQ checkpoints, converted by pyiqa); trained on "
+                "KonIQ-10k (research use)",
+        used_by=("MUSIQ",),
+        note="pyiqa's MUSIQ trained on KonIQ-10k (pyiqa.archs.musiq_arch default_model_urls"
+             "['koniq10k']), a state_dict of pyiqa's MUSIQ(num_class=1). The hex digits in the "
+             "name are pyiqa's tag, which pyiqa does not check as a hash; SHA-256 and size not "
+             "verified offline, none is registered.",
     ),
     WeightSpec(
         name="syncnet_v2",
