@@ -238,6 +238,39 @@ def random_musiq(path: Path, seed: int = 0) -> dict:
     return state
 
 
+def random_arcface_onnx(path: Path, seed: int = 0) -> None:
+    """An ArcFace-shaped ONNX model with random weights: input "input.1" N x 3 x 112 x 112, output
+    N x 512 (an 8 x 8 stride-8 convolution to 16 channels, PReLU, a 3136 -> 512 linear layer and
+    BatchNorm1d-like affine), the interface of insightface's ``w600k_r50.onnx``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w_conv = (rng.normal(size=(16, 3, 8, 8)) * np.sqrt(2.0 / 192)).astype(np.float32)
+    b_conv = (rng.normal(size=16) * 0.05).astype(np.float32)
+    slope = np.full((16, 1, 1), 0.25, np.float32)
+    w_fc = (rng.normal(size=(512, 16 * 14 * 14)) * np.sqrt(1.0 / 3136)).astype(np.float32)
+    b_fc = (rng.normal(size=512) * 0.05).astype(np.float32)
+    scale = (rng.uniform(0.5, 1.5, size=512)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((w_conv, "conv_w"), (b_conv, "conv_b"), (slope, "prelu_slope"), (w_fc, "fc_w"),
+              (b_fc, "fc_b"), (scale, "bn_scale"))]
+    nodes = [helper.make_node("Conv", ["input.1", "conv_w", "conv_b"], ["c"], name="Conv_0",
+                              kernel_shape=[8, 8], strides=[8, 8]),
+             helper.make_node("PRelu", ["c", "prelu_slope"], ["p"], name="PRelu_1"),
+             helper.make_node("Flatten", ["p"], ["f"], name="Flatten_2", axis=1),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["g"], name="Gemm_3", transB=1),
+             helper.make_node("Mul", ["g", "bn_scale"], ["683"], name="Mul_4")]
+    graph = helper.make_graph(
+        nodes, "arcface_random",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", 512])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def random_syncnet(path: Path, seed: int = 11) -> None:
     """talkbench's SyncNet with random weights and BatchNorm statistics, saved as a state dict."""
     import torch
@@ -490,6 +523,38 @@ def pyiqa_reference(metric: str, path: Path, frames: np.ndarray, folder: Path) -
     return np.asarray(scores)
 
 
+def insightface_embedding(path: Path, frame_rgb: np.ndarray, points: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """insightface's own ArcFace embedding of one face: ``ArcFaceONNX(path).get(bgr_image, face)``
+    with ``face.kps`` the five points (its ``norm_crop`` alignment and ``blobFromImages`` input),
+    and its aligned crop (``face_align.norm_crop``, RGB)."""
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+    from insightface.utils import face_align
+
+    class Face(dict):
+        kps = np.asarray(points, np.float32)
+
+    model = ArcFaceONNX(model_file=str(path))
+    model.prepare(-1)
+    bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
+    embedding = model.get(bgr, Face())
+    crop = face_align.norm_crop(bgr, landmark=Face.kps, image_size=112)[..., ::-1]
+    return np.asarray(embedding, np.float64), crop
+
+
+def synthtalk_faces(speakers: tuple[int, ...] = (1, 2), seed: int = 0) -> list[np.ndarray]:
+    """One frontal, neutral synthtalk face (256 x 256 uint8 RGB) per speaker: faces dlib detects."""
+    from bench.data.synthtalk import corpus, face, render
+
+    frames = []
+    for s in speakers:
+        identity, look = corpus.speaker_identity(seed, s)
+        motion = np.zeros((1, len(face.MOTION_NAMES)))
+        lm = face.project(face.deform(identity, motion), np.zeros((1, 6)))
+        frames.append(render.render_frames(lm.astype(np.float32), look, face.FRAME_SIZE)[0])
+    return frames
+
+
 def photo_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two 128 x 128 crops of scikit-image's astronaut and chelsea photos, and noisy copies."""
     from skimage import data
@@ -616,6 +681,38 @@ def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
                         abs_d, rel_d, "rel 1e-4 (features abs 1e-4 x max)", _verdict(bool(ok)))]
 
 
+def check_arcface(folder: Path, random_init: bool) -> list[CheckResult]:
+    from core.types import ClipPair
+    from faces.extractors import DlibExtractor
+    from metrics import build_metric
+    from metrics.arcface import align_face, five_points
+
+    path, label = weights_file("arcface_w600k_r50", random_arcface_onnx, folder, random_init)
+    with _env(TALKBENCH_WEIGHTS_ARCFACE_W600K_R50=str(path)):
+        ours = build_metric("CSIM-ArcFace")
+    faces = synthtalk_faces()
+    found = DlibExtractor().detect(np.stack(faces))
+    if not found.found.all():
+        raise RuntimeError("dlib found no face in a synthtalk frame")
+    expected, crops_ok = [], True
+    for frame, lm in zip(faces, found.landmarks):
+        emb, crop = insightface_embedding(path, frame, five_points(lm))
+        crops_ok &= bool(np.array_equal(crop, align_face(frame, five_points(lm))))
+        expected.append(emb)
+    ref_cos = float(np.dot(expected[1], expected[0])
+                    / (np.linalg.norm(expected[1]) * np.linalg.norm(expected[0])))
+    _, embs = ours.embeddings(np.stack(faces))
+    e_abs, _ = differences(embs, np.stack(expected))
+    value = ours.clip_value(ClipPair("calibrate", {"frames": np.stack(faces[1:])},
+                                     {"frames": np.stack(faces[:1])}))
+    abs_d, rel_d = differences(value, ref_cos)
+    ok = crops_ok and rel_d <= 1e-5 and e_abs <= 1e-5 * np.abs(expected).max()
+    return [CheckResult("CSIM-ArcFace", _version("insightface"), label,
+                        "2 synthtalk faces, 5 points from dlib-68 (crop, embedding, cosine)",
+                        abs_d, rel_d, "rel 1e-5 (crops equal, embeddings abs 1e-5 x max)",
+                        _verdict(ok))]
+
+
 IQA_WRITERS: dict[str, tuple[str, Callable[[Path], object]]] = {
     "NIQE": ("pyiqa_niqe", random_niqe_params),
     "BRISQUE": ("pyiqa_brisque", random_brisque_svm),
@@ -703,7 +800,7 @@ def check_cpbd(folder: Path, random_init: bool) -> list[CheckResult]:
 CHECKS: dict[str, Callable[[Path, bool], list[CheckResult]]] = {
     "image": check_image, "mfcc": check_mfcc, "lpips": check_lpips, "fid": check_fid,
     "syncnet": check_syncnet, "cpbd": check_cpbd, "fvd": check_fvd,
-    "iqa": check_iqa,
+    "iqa": check_iqa, "arcface": check_arcface,
 }
 
 

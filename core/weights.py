@@ -48,6 +48,8 @@ class WeightSpec:
     note: str = ""
     sha256_prefix: str = ""  # leading hex digits known from a primary source ("" = none)
     sha256_suffix: str = ""  # trailing hex digits known from a primary source ("" = none)
+    # the file is this member of the zip archive at `url` (sha256 and size describe the member)
+    archive_member: str = ""
 
     @property
     def env_var(self) -> str:
@@ -139,6 +141,21 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         note="pyiqa's MUSIQ trained on KonIQ-10k (pyiqa.archs.musiq_arch default_model_urls"
              "['koniq10k']), a state_dict of pyiqa's MUSIQ(num_class=1). The hex digits in the "
              "name are pyiqa's tag, which pyiqa does not check as a hash; SHA-256 and size not "
+             "verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="arcface_w600k_r50",
+        filename="w600k_r50.onnx",
+        url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
+        archive_member="w600k_r50.onnx",
+        sha256=None,
+        size=None,
+        licence="non-commercial research use only (insightface's pretrained models; the code is "
+                "MIT); trained on WebFace600K",
+        used_by=("CSIM-ArcFace",),
+        note="insightface's buffalo_l recognition model: ArcFace ResNet-50 (IR-50) trained on "
+             "WebFace600K, ONNX, 112 x 112 input, 512-d output; the member w600k_r50.onnx of the "
+             "buffalo_l.zip release (v0.7), which download extracts. SHA-256 and size (~174 MB) not "
              "verified offline, none is registered.",
     ),
     WeightSpec(
@@ -411,7 +428,11 @@ def download(name: str, force: bool = False, url: Optional[str] = None, timeout:
         if expected is not None and received != expected:
             raise WeightsError(f"download of {spec.filename} from {source} was cut short: "
                                f"{received} of {expected} bytes; nothing was written")
-        why = _mismatch(spec, received, digest.hexdigest())
+        if spec.archive_member:
+            received, sha = extract_member(part, spec.archive_member, source)
+        else:
+            sha = digest.hexdigest()
+        why = _mismatch(spec, received, sha)
         if why is not None:
             raise WeightsError(f"downloaded {spec.filename} from {source} does not match the "
                                f"registry ({why}); refused, nothing was written")
@@ -419,6 +440,29 @@ def download(name: str, force: bool = False, url: Optional[str] = None, timeout:
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def extract_member(archive: Path, member: str, source: str) -> tuple[int, str]:
+    """Replace the zip file `archive` by its `member` (in place); return the member's size and
+    sha256. WeightsError if the download is not a zip or lacks the member."""
+    import zipfile
+
+    inner = archive.with_name(archive.name + ".member")
+    try:
+        digest, size = hashlib.sha256(), 0
+        try:
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(inner, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise WeightsError(f"{source} is not a zip archive holding {member} ({exc}); nothing "
+                               f"was written") from exc
+        os.replace(inner, archive)
+    finally:
+        inner.unlink(missing_ok=True)
+    return size, digest.hexdigest()
 
 
 def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str) -> Any:
