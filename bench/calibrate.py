@@ -12,6 +12,9 @@ difference against a tolerance:
 | FID       | pytorch-fid ``InceptionV3`` + ``get_activations`` + ``calculate_frechet_distance`` | pt_inception |
 | SyncNet   | joonson's ``evaluate`` written as loops (below, shared with the tests) | syncnet_v2 |
 | CPBD      | the ``cpbd`` package (optional; skipped when absent) | none          |
+| FVD       | cd-fvd ``cdfvd("i3d", ckpt_path=...).compute_fvd`` + ``get_i3d_logits`` | i3d_kinetics400 |
+| NIQE/BRISQUE/MUSIQ | ``pyiqa.create_metric(name)`` on PNG files, its file from its cache folder | pyiqa_niqe, pyiqa_brisque, pyiqa_musiq_koniq |
+| CSIM-ArcFace | insightface ``ArcFaceONNX.get`` + ``face_align.norm_crop`` | arcface_w600k_r50 |
 
 Weights: where the registered file is present (`talkbench weights path NAME`) both sides load the
 user's real file and the table shows its sha256; otherwise (or with ``--random-init``) a
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -687,6 +691,11 @@ def check_arcface(folder: Path, random_init: bool) -> list[CheckResult]:
     from metrics import build_metric
     from metrics.arcface import align_face, five_points
 
+    missing = [m for m in ("onnxruntime", "onnx", "insightface") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [CheckResult("CSIM-ArcFace", _version("insightface"), "-", "-", math.nan, math.nan,
+                            "rel 1e-5", f"SKIPPED: {', '.join(missing)} not installed (insightface: "
+                            f"pip install --no-deps insightface)")]
     path, label = weights_file("arcface_w600k_r50", random_arcface_onnx, folder, random_init)
     with _env(TALKBENCH_WEIGHTS_ARCFACE_W600K_R50=str(path)):
         ours = build_metric("CSIM-ArcFace")
@@ -725,6 +734,9 @@ def check_iqa(folder: Path, random_init: bool) -> list[CheckResult]:
     from core.types import ClipPair
     from metrics import build_metric
 
+    if importlib.util.find_spec("pyiqa") is None:
+        return [CheckResult(name, _version("pyiqa"), "-", "-", math.nan, math.nan, "rel 1e-5",
+                            'SKIPPED: pip install --no-deps "pyiqa>=0.1.16"') for name in IQA_WRITERS]
     pred, _ = photo_pairs(2)
     rows = []
     for name, (weights_name, writer) in IQA_WRITERS.items():
