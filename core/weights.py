@@ -139,9 +139,11 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
                 "KonIQ-10k (research use)",
         used_by=("MUSIQ",),
         note="pyiqa's MUSIQ trained on KonIQ-10k (pyiqa.archs.musiq_arch default_model_urls"
-             "['koniq10k']), a state_dict of pyiqa's MUSIQ(num_class=1). The hex digits in the "
-             "name are pyiqa's tag, which pyiqa does not check as a hash; SHA-256 and size not "
-             "verified offline, none is registered.",
+             "['koniq10k']), a state_dict of pyiqa's MUSIQ(num_class=1). Full SHA-256 and size not "
+             "verified offline; the file name carries hex digits (e95806b9) in the torch.hub "
+             "position, checked as the start of its SHA-256 by that convention (pyiqa itself does "
+             "not check them; not confirmed).",
+        sha256_prefix="e95806b9",
     ),
     WeightSpec(
         name="arcface_w600k_r50",

@@ -84,6 +84,17 @@ def test_clip_windows_and_too_few_clips(fvd):
         build_metric("FVD", {"clip_length": 4})
 
 
+def test_registry_url_is_cd_fvds():
+    import inspect
+
+    from cdfvd.third_party.i3d import utils
+    from core import weights
+
+    spec = weights.get_spec("i3d_kinetics400")
+    source = inspect.getsource(utils.load_i3d_model)
+    assert spec.url in source and spec.filename in source
+
+
 def test_unavailable_without_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
     monkeypatch.delenv("TALKBENCH_WEIGHTS_I3D_KINETICS400", raising=False)

@@ -43,6 +43,14 @@ def test_parity_with_pyiqa(name, tmp_path, monkeypatch):
     assert METRICS.get(name).higher_is_better is (name == "MUSIQ")
 
 
+def test_registry_urls_are_pyiqas():
+    from pyiqa.archs import brisque_arch, musiq_arch, niqe_arch
+
+    assert weights.get_spec("pyiqa_niqe").url == niqe_arch.default_model_urls["niqe"]
+    assert weights.get_spec("pyiqa_brisque").url == brisque_arch.default_model_urls["url"]
+    assert weights.get_spec("pyiqa_musiq_koniq").url == musiq_arch.default_model_urls["koniq10k"]
+
+
 def test_unavailable_without_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TALKBENCH_HOME", str(tmp_path))
     for name, (weights_name, _) in IQA_WRITERS.items():
