@@ -105,8 +105,22 @@ def biased_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fvd_from_features(pred: np.ndarray, ref: np.ndarray) -> float:
-    """FVD between two N x 400 feature sets (cd-fvd's statistics, exact trace term)."""
-    return frechet_distance(*biased_statistics(pred), *biased_statistics(ref))
+    """FVD between two N x 400 feature sets (cd-fvd's statistics, exact trace term).
+
+    With at most 400 clips on each side the trace term comes from the singular values of the
+    N1 x N2 product of the centred features (with S = A'A / N, the non-zero eigenvalues of S1 S2 are
+    those of M M' / (N1 N2), M = A1 A2'), which is exact and needs no 400 x 400 decomposition (the
+    route ``metrics.fid.frechet_distance_features`` takes for FID's unbiased covariances); with more,
+    ``metrics.fid.frechet_distance`` of the statistics."""
+    f1, f2 = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
+    (n1, d), n2 = f1.shape, f2.shape[0]
+    if max(n1, n2) > d:
+        return frechet_distance(*biased_statistics(f1), *biased_statistics(f2))
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a1, a2 = f1 - mu1, f2 - mu2
+    tr_covmean = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum() / np.sqrt(n1 * n2)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.sum(a1 * a1) / n1 + np.sum(a2 * a2) / n2 - 2.0 * tr_covmean)
 
 
 @register
@@ -194,11 +208,7 @@ class FVD(Metric):
             raise MetricError("no videos to compare")
         n_pred, n_ref = sum(len(p) for p, _ in parts), sum(len(r) for _, r in parts)
         self.last_counts = {"videos": len(parts), "pred_clips": n_pred, "ref_clips": n_ref}
-        if min(n_pred, n_ref) < 2:
-            raise MetricError(f"FVD needs at least 2 clips per side, got {n_pred} generated and "
-                              f"{n_ref} reference clips")
-        value = fvd_from_features(np.concatenate([p for p, _ in parts]),
-                                  np.concatenate([r for _, r in parts]))
+        value = self.quiet_value(parts)
         p = self.params
         self.last_notes.append(f"FVD over {n_pred} generated and {n_ref} reference clips of "
                                f"{p['clip_length']} frames (stride {p['clip_stride']}) from "
@@ -210,3 +220,25 @@ class FVD(Metric):
             self.last_notes.append(msg)
             log.warning("FVD: %s", msg)
         return value
+
+    @staticmethod
+    def quiet_value(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+        """The FVD of these videos' clips, without notes or logging (MetricError below 2 clips)."""
+        n_pred, n_ref = sum(len(p) for p, _ in parts), sum(len(r) for _, r in parts)
+        if min(n_pred, n_ref) < 2:
+            raise MetricError(f"FVD needs at least 2 clips per side, got {n_pred} generated and "
+                              f"{n_ref} reference clips")
+        return fvd_from_features(np.concatenate([p for p, _ in parts]),
+                                 np.concatenate([r for _, r in parts]))
+
+    def resampled_set_values(self, parts: Sequence[tuple[np.ndarray, np.ndarray]],
+                             indices: np.ndarray) -> np.ndarray:
+        """FVD of each bootstrap resample of videos (NaN below 2 clips a side), computed quietly:
+        the small-set note is the full set's, given once by `set_value_from_parts`."""
+        out = np.full(len(indices), np.nan)
+        for k, row in enumerate(indices):
+            try:
+                out[k] = self.quiet_value([parts[i] for i in row])
+            except MetricError:
+                pass
+        return out

@@ -70,6 +70,33 @@ def test_blur_and_shuffle_increase_fvd(fvd):
     assert near < far
 
 
+def test_gram_route_equals_the_covariance_route():
+    from metrics.fid import frechet_distance
+    from metrics.fvd import biased_statistics
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(7, 400)), rng.normal(0.3, 1.2, size=(5, 400))
+    expected = frechet_distance(*biased_statistics(a), *biased_statistics(b))
+    # rank-deficient: the covariance route adds ~1e-8 from the square roots of zero eigenvalues
+    assert fvd_from_features(a, b) == pytest.approx(expected, rel=1e-6)
+    big_a, big_b = rng.normal(size=(450, 400)), rng.normal(size=(420, 400))  # covariance route
+    assert fvd_from_features(big_a, big_b) == pytest.approx(
+        frechet_distance(*biased_statistics(big_a), *biased_statistics(big_b)), rel=1e-12)
+
+
+def test_resampling_is_quiet_and_matches(fvd, caplog):
+    rng = np.random.default_rng(4)
+    parts = [(rng.normal(size=(2, 400)), rng.normal(size=(2, 400))) for _ in range(4)]
+    indices = np.array([[0, 1, 2, 3], [0, 0, 1, 2], [3, 3, 3, 3]])
+    with caplog.at_level("WARNING"):
+        values = fvd.resampled_set_values(parts, indices)
+    assert not caplog.records
+    assert values[0] == pytest.approx(fvd.set_value_from_parts(parts), rel=1e-12)
+    assert values[1] == pytest.approx(fvd.set_value_from_parts([parts[i] for i in (0, 0, 1, 2)]),
+                                      rel=1e-12)
+    assert np.isfinite(values).all()
+
+
 def test_clip_windows_and_too_few_clips(fvd):
     assert clip_starts(40, 16, 16, None) == [0, 16]
     assert clip_starts(40, 16, 8, 2) == [0, 8]
