@@ -105,9 +105,10 @@ class PyiqaMetric(Metric):
 
     @property
     def model(self) -> torch.nn.Module:
+        # rebuilt, not moved: some pyiqa models keep plain tensor attributes (NIQE's pristine
+        # statistics) that Module.to would leave behind
         if self._model_device != str(self.device):
-            self._model.to(self.device)
-            self._model.device = torch.device(self.device)
+            self._model = build_pyiqa(PYIQA_NAMES[self.name][0], self.weights_path, str(self.device))
             self._model_device = str(self.device)
         return self._model
 
