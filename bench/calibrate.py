@@ -472,22 +472,17 @@ def fvd_video_sets(n: int = 3, frames: int = 16, seed: int = 0
 def cdfvd_reference(path: Path, pred: list[np.ndarray], ref: list[np.ndarray]
                     ) -> tuple[float, np.ndarray]:
     """cd-fvd's own FVD of these videos (``cdfvd(model="i3d", ckpt_path=path).compute_fvd``) and
-    its features of the generated videos (``get_i3d_logits`` with the same model)."""
+    its features of the generated videos (kept by its ``FeatureStats``, ``compute_feats=True``)."""
     import contextlib
     import io
 
-    import torch
     from cdfvd import fvd as cf
-    from cdfvd.utils.metric_utils import FeatureStats
 
     with contextlib.redirect_stdout(io.StringIO()):  # cd-fvd prints "Loading i3d model ..."
         evaluator = cf.cdfvd("i3d", ckpt_path=str(path), device="cpu", n_fake="full",
                              compute_feats=True)
     value = float(evaluator.compute_fvd(np.stack(ref), np.stack(pred)))
-    stats = FeatureStats(capture_all=True)
-    cf.get_i3d_logits(stats, evaluator.model, np.stack(pred), device="cpu",
-                      model_dtype=torch.float32)
-    return value, stats.get_all()
+    return value, evaluator.fake_stats.get_all()
 
 
 def pyiqa_reference(metric: str, path: Path, frames: np.ndarray, folder: Path) -> np.ndarray:
@@ -675,9 +670,10 @@ def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
         ours = build_metric("FVD")
     pred, ref = fvd_video_sets()
     expected, ref_feats = cdfvd_reference(path, pred, ref)
-    pairs = [ClipPair(f"c{i}", {"frames": p}, {"frames": r}) for i, (p, r) in enumerate(zip(pred, ref))]
-    value = ours.set_value(pairs)
-    f_abs, _ = differences(ours.features(np.stack(pred)), ref_feats)
+    parts = [ours.clip_parts(ClipPair(f"c{i}", {"frames": p}, {"frames": r}))
+             for i, (p, r) in enumerate(zip(pred, ref))]
+    value = ours.set_value_from_parts(parts)
+    f_abs, _ = differences(np.concatenate([p for p, _ in parts]), ref_feats)
     abs_d, rel_d = differences(value, expected)
     ok = rel_d <= 1e-4 and f_abs <= 1e-4 * np.abs(ref_feats).max()
     return [CheckResult("FVD", _version("cd-fvd"), label,
