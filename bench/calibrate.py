@@ -12,6 +12,9 @@ difference against a tolerance:
 | FID       | pytorch-fid ``InceptionV3`` + ``get_activations`` + ``calculate_frechet_distance`` | pt_inception |
 | SyncNet   | joonson's ``evaluate`` written as loops (below, shared with the tests) | syncnet_v2 |
 | CPBD      | the ``cpbd`` package (optional; skipped when absent) | none          |
+| FVD       | cd-fvd ``cdfvd("i3d", ckpt_path=...).compute_fvd`` + ``get_i3d_logits`` | i3d_kinetics400 |
+| NIQE/BRISQUE/MUSIQ | ``pyiqa.create_metric(name)`` on PNG files, its file from its cache folder | pyiqa_niqe, pyiqa_brisque, pyiqa_musiq_koniq |
+| CSIM-ArcFace | insightface ``ArcFaceONNX.get`` + ``face_align.norm_crop`` | arcface_w600k_r50 |
 
 Weights: where the registered file is present (`talkbench weights path NAME`) both sides load the
 user's real file and the table shows its sha256; otherwise (or with ``--random-init``) a
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import math
@@ -173,6 +177,102 @@ def random_fid_inception(path: Path, seed: int = 0) -> dict:
             state[key] = torch.randn(v.shape, generator=g) * 0.05
     torch.save(state, path)
     return state
+
+
+def random_i3d(path: Path, seed: int = 0) -> dict:
+    """A state_dict with every key, shape and dtype of cd-fvd's ``InceptionI3d(400)``: He-scaled
+    convolutions, BatchNorm statistics and scales drawn so activations neither vanish nor explode."""
+    import torch
+
+    from metrics.fvd import i3d_structure
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, v in i3d_structure().state_dict().items():
+        if not v.is_floating_point():
+            state[key] = v
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(v.shape, generator=g) * 1.5 + 0.5
+        elif key.endswith("running_mean"):
+            state[key] = torch.randn(v.shape, generator=g) * 0.1
+        elif v.ndim > 1:
+            state[key] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / v[0].numel())
+        elif ".bn." in key and key.endswith("weight"):
+            state[key] = torch.rand(v.shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(v.shape, generator=g) * 0.05
+    torch.save(state, path)
+    return state
+
+
+def random_niqe_params(path: Path, seed: int = 0) -> dict:
+    """A NIQE parameter file in the layout of pyiqa's ``niqe_modelparameters.mat``: a synthetic
+    pristine Gaussian (``mu_prisparam`` 1 x 36, ``cov_prisparam`` 36 x 36, positive definite)."""
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    b = rng.normal(size=(36, 36))
+    params = {"mu_prisparam": rng.uniform(0.2, 2.0, size=(1, 36)),
+              "cov_prisparam": b @ b.T / 36 + 0.1 * np.eye(36)}
+    scipy.io.savemat(path, params)
+    return params
+
+
+def random_brisque_svm(path: Path, seed: int = 0, n_sv: int = 64) -> tuple:
+    """A BRISQUE model in the layout of pyiqa's ``brisque_svm_weights.pth``: a pickled tuple
+    (sv_coef [n_sv], sv [n_sv x 36]) of float64 tensors, support vectors in the scaled feature range."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    model = (torch.randn(n_sv, generator=g, dtype=torch.float64),
+             torch.rand(n_sv, 36, generator=g, dtype=torch.float64) * 2 - 1)
+    torch.save(model, path)
+    return model
+
+
+def random_musiq(path: Path, seed: int = 0) -> dict:
+    """A state_dict of pyiqa's ``MUSIQ(num_class=1)`` (the KonIQ-10k layout), its default random
+    initialisation under a fixed seed."""
+    import torch
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    torch.manual_seed(seed)
+    state = MUSIQ(pretrained=False).state_dict()
+    torch.save(state, path)
+    return state
+
+
+def random_arcface_onnx(path: Path, seed: int = 0) -> None:
+    """An ArcFace-shaped ONNX model with random weights: input "input.1" N x 3 x 112 x 112, output
+    N x 512 (an 8 x 8 stride-8 convolution to 16 channels, PReLU, a 3136 -> 512 linear layer and
+    BatchNorm1d-like affine), the interface of insightface's ``w600k_r50.onnx``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w_conv = (rng.normal(size=(16, 3, 8, 8)) * np.sqrt(2.0 / 192)).astype(np.float32)
+    b_conv = (rng.normal(size=16) * 0.05).astype(np.float32)
+    slope = np.full((16, 1, 1), 0.25, np.float32)
+    w_fc = (rng.normal(size=(512, 16 * 14 * 14)) * np.sqrt(1.0 / 3136)).astype(np.float32)
+    b_fc = (rng.normal(size=512) * 0.05).astype(np.float32)
+    scale = (rng.uniform(0.5, 1.5, size=512)).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((w_conv, "conv_w"), (b_conv, "conv_b"), (slope, "prelu_slope"), (w_fc, "fc_w"),
+              (b_fc, "fc_b"), (scale, "bn_scale"))]
+    nodes = [helper.make_node("Conv", ["input.1", "conv_w", "conv_b"], ["c"], name="Conv_0",
+                              kernel_shape=[8, 8], strides=[8, 8]),
+             helper.make_node("PRelu", ["c", "prelu_slope"], ["p"], name="PRelu_1"),
+             helper.make_node("Flatten", ["p"], ["f"], name="Flatten_2", axis=1),
+             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["g"], name="Gemm_3", transB=1),
+             helper.make_node("Mul", ["g", "bn_scale"], ["683"], name="Mul_4")]
+    graph = helper.make_graph(
+        nodes, "arcface_random",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["None", 512])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def random_syncnet(path: Path, seed: int = 11) -> None:
@@ -368,6 +468,109 @@ def fid_frame_sets() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return pred, ref
 
 
+def fvd_video_sets(n: int = 3, frames: int = 16, seed: int = 0
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Generated and reference videos (n each, `frames` x 32 x 40) that differ in distribution:
+    smooth drifting colour fields against textured, flickering ones."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+
+    def field(sigma_t, sigma_s):
+        x = gaussian_filter(rng.normal(size=(frames, 32, 40, 3)), (sigma_t, sigma_s, sigma_s, 0))
+        return (x - x.min()) / (x.max() - x.min()) * 255
+
+    pred = [_u8(field(3, 4)) for _ in range(n)]
+    ref = [_u8(0.7 * field(0.5, 1.5) + 0.3 * rng.integers(0, 256, (frames, 32, 40, 3)))
+           for _ in range(n)]
+    return pred, ref
+
+
+def cdfvd_reference(path: Path, pred: list[np.ndarray], ref: list[np.ndarray]
+                    ) -> tuple[float, np.ndarray]:
+    """cd-fvd's own FVD of these videos (``cdfvd(model="i3d", ckpt_path=path).compute_fvd``) and
+    its features of the generated videos (kept by its ``FeatureStats``, ``compute_feats=True``)."""
+    import contextlib
+    import io
+
+    from cdfvd import fvd as cf
+
+    with contextlib.redirect_stdout(io.StringIO()):  # cd-fvd prints "Loading i3d model ..."
+        evaluator = cf.cdfvd("i3d", ckpt_path=str(path), device="cpu", n_fake="full",
+                             compute_feats=True)
+    value = float(evaluator.compute_fvd(np.stack(ref), np.stack(pred)))
+    return value, evaluator.fake_stats.get_all()
+
+
+def pyiqa_reference(metric: str, path: Path, frames: np.ndarray, folder: Path) -> np.ndarray:
+    """pyiqa's own scores of these frames: ``pyiqa.create_metric(metric)`` with its default file
+    (the name in its download URL) taken from a cache folder that holds `path` under that name, and
+    each frame read by pyiqa from a PNG file (``imread2tensor``)."""
+    import contextlib
+    import io
+
+    import pyiqa
+    import torch
+    from PIL import Image
+    from pyiqa.utils import download_util
+
+    from core import weights
+
+    cache = folder / "pyiqa_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    filename = weights.get_spec({"niqe": "pyiqa_niqe", "brisque": "pyiqa_brisque",
+                                 "musiq": "pyiqa_musiq_koniq"}[metric]).filename
+    link = cache / filename
+    if not link.exists():
+        link.symlink_to(Path(path).resolve())
+    old = download_util.DEFAULT_CACHE_DIR
+    download_util.DEFAULT_CACHE_DIR = str(cache)  # pyiqa's hub folder, read when it loads a file
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = pyiqa.create_metric(metric, device=torch.device("cpu"))
+    finally:
+        download_util.DEFAULT_CACHE_DIR = old
+    scores = []
+    for i, frame in enumerate(frames):
+        png = folder / f"{metric}_{i}.png"
+        Image.fromarray(frame).save(png)
+        with torch.no_grad():
+            scores.append(float(model(str(png)).reshape(-1)[0]))
+    return np.asarray(scores)
+
+
+def insightface_embedding(path: Path, frame_rgb: np.ndarray, points: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """insightface's own ArcFace embedding of one face: ``ArcFaceONNX(path).get(bgr_image, face)``
+    with ``face.kps`` the five points (its ``norm_crop`` alignment and ``blobFromImages`` input),
+    and its aligned crop (``face_align.norm_crop``, RGB)."""
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
+    from insightface.utils import face_align
+
+    class Face(dict):
+        kps = np.asarray(points, np.float32)
+
+    model = ArcFaceONNX(model_file=str(path))
+    model.prepare(-1)
+    bgr = np.ascontiguousarray(frame_rgb[..., ::-1])
+    embedding = model.get(bgr, Face())
+    crop = face_align.norm_crop(bgr, landmark=Face.kps, image_size=112)[..., ::-1]
+    return np.asarray(embedding, np.float64), crop
+
+
+def synthtalk_faces(speakers: tuple[int, ...] = (1, 2), seed: int = 0) -> list[np.ndarray]:
+    """One frontal, neutral synthtalk face (256 x 256 uint8 RGB) per speaker: faces dlib detects."""
+    from bench.data.synthtalk import corpus, face, render
+
+    frames = []
+    for s in speakers:
+        identity, look = corpus.speaker_identity(seed, s)
+        motion = np.zeros((1, len(face.MOTION_NAMES)))
+        lm = face.project(face.deform(identity, motion), np.zeros((1, 6)))
+        frames.append(render.render_frames(lm.astype(np.float32), look, face.FRAME_SIZE)[0])
+    return frames
+
+
 def photo_pairs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two 128 x 128 crops of scikit-image's astronaut and chelsea photos, and noisy copies."""
     from skimage import data
@@ -475,6 +678,93 @@ def check_fid(folder: Path, random_init: bool) -> list[CheckResult]:
                         "rel 1e-4 (features abs 1e-5 x max)", _verdict(bool(ok)))]
 
 
+def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
+    from core.types import ClipPair
+    from metrics import build_metric
+
+    path, label = weights_file("i3d_kinetics400", random_i3d, folder, random_init)
+    with _env(TALKBENCH_WEIGHTS_I3D_KINETICS400=str(path)):
+        ours = build_metric("FVD")
+    pred, ref = fvd_video_sets()
+    expected, ref_feats = cdfvd_reference(path, pred, ref)
+    parts = [ours.clip_parts(ClipPair(f"c{i}", {"frames": p}, {"frames": r}))
+             for i, (p, r) in enumerate(zip(pred, ref))]
+    value = ours.set_value_from_parts(parts)
+    f_abs, _ = differences(np.concatenate([p for p, _ in parts]), ref_feats)
+    abs_d, rel_d = differences(value, expected)
+    ok = rel_d <= 1e-4 and f_abs <= 1e-4 * np.abs(ref_feats).max()
+    return [CheckResult("FVD", _version("cd-fvd"), label,
+                        f"{len(pred)} vs {len(ref)} videos of 16 frames 32x40 (features and distance)",
+                        abs_d, rel_d, "rel 1e-4 (features abs 1e-4 x max)", _verdict(bool(ok)))]
+
+
+def check_arcface(folder: Path, random_init: bool) -> list[CheckResult]:
+    from core.types import ClipPair
+    from faces.extractors import DlibExtractor
+    from metrics import build_metric
+    from metrics.arcface import align_face, five_points
+
+    missing = [m for m in ("onnxruntime", "onnx", "insightface") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [CheckResult("CSIM-ArcFace", _version("insightface"), "-", "-", math.nan, math.nan,
+                            "rel 1e-5", f"SKIPPED: {', '.join(missing)} not installed (insightface: "
+                            f"pip install --no-deps insightface)")]
+    path, label = weights_file("arcface_w600k_r50", random_arcface_onnx, folder, random_init)
+    with _env(TALKBENCH_WEIGHTS_ARCFACE_W600K_R50=str(path)):
+        ours = build_metric("CSIM-ArcFace")
+    faces = synthtalk_faces()
+    found = DlibExtractor().detect(np.stack(faces))
+    if not found.found.all():
+        raise RuntimeError("dlib found no face in a synthtalk frame")
+    expected, crops_ok = [], True
+    for frame, lm in zip(faces, found.landmarks):
+        emb, crop = insightface_embedding(path, frame, five_points(lm))
+        crops_ok &= bool(np.array_equal(crop, align_face(frame, five_points(lm))))
+        expected.append(emb)
+    ref_cos = float(np.dot(expected[1], expected[0])
+                    / (np.linalg.norm(expected[1]) * np.linalg.norm(expected[0])))
+    _, embs = ours.embeddings(np.stack(faces))
+    e_abs, _ = differences(embs, np.stack(expected))
+    value = ours.clip_value(ClipPair("calibrate", {"frames": np.stack(faces[1:])},
+                                     {"frames": np.stack(faces[:1])}))
+    abs_d, rel_d = differences(value, ref_cos)
+    ok = crops_ok and rel_d <= 1e-5 and e_abs <= 1e-5 * np.abs(expected).max()
+    return [CheckResult("CSIM-ArcFace", _version("insightface"), label,
+                        "2 synthtalk faces, 5 points from dlib-68 (crop, embedding, cosine)",
+                        abs_d, rel_d, "rel 1e-5 (crops equal, embeddings abs 1e-5 x max)",
+                        _verdict(ok))]
+
+
+IQA_WRITERS: dict[str, tuple[str, Callable[[Path], object]]] = {
+    "NIQE": ("pyiqa_niqe", random_niqe_params),
+    "BRISQUE": ("pyiqa_brisque", random_brisque_svm),
+    "MUSIQ": ("pyiqa_musiq_koniq", random_musiq),
+}
+
+
+def check_iqa(folder: Path, random_init: bool) -> list[CheckResult]:
+    from core import weights
+    from core.types import ClipPair
+    from metrics import build_metric
+
+    if importlib.util.find_spec("pyiqa") is None:
+        return [CheckResult(name, _version("pyiqa"), "-", "-", math.nan, math.nan, "rel 1e-5",
+                            'SKIPPED: pip install --no-deps "pyiqa>=0.1.16"') for name in IQA_WRITERS]
+    pred, _ = photo_pairs(2)
+    rows = []
+    for name, (weights_name, writer) in IQA_WRITERS.items():
+        path, label = weights_file(weights_name, writer, folder, random_init)
+        with _env(**{weights.get_spec(weights_name).env_var: str(path)}):
+            ours = build_metric(name)
+        value = ours.clip_value(ClipPair("calibrate", {"frames": pred}, {}))
+        expected = pyiqa_reference(name.lower(), path, pred, folder)
+        abs_d, rel_d = differences(value, expected.mean())
+        rows.append(CheckResult(name, _version("pyiqa"), label,
+                                f"{len(pred)} photo crops 128x128 + noise (PNG files for pyiqa)",
+                                abs_d, rel_d, "rel 1e-5", _verdict(rel_d <= 1e-5)))
+    return rows
+
+
 def check_syncnet(folder: Path, random_init: bool) -> list[CheckResult]:
     import cv2
 
@@ -534,7 +824,8 @@ def check_cpbd(folder: Path, random_init: bool) -> list[CheckResult]:
 
 CHECKS: dict[str, Callable[[Path, bool], list[CheckResult]]] = {
     "image": check_image, "mfcc": check_mfcc, "lpips": check_lpips, "fid": check_fid,
-    "syncnet": check_syncnet, "cpbd": check_cpbd,
+    "syncnet": check_syncnet, "cpbd": check_cpbd, "fvd": check_fvd,
+    "iqa": check_iqa, "arcface": check_arcface,
 }
 
 

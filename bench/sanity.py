@@ -12,7 +12,7 @@ Checks (each touches only what it names; the metrics listed are those of the pro
   Every LSE-C entry of the protocol gets an AV-offset twin with the same parameters if it has none.
   Needs SyncNet weights: the official file or, where the protocol names it, the protocol's expert.
 * ``blur``: Gaussian blur (sigma `blur_sigma` px, cv2.GaussianBlur) of every frame. PSNR, SSIM and
-  CPBD must fall, LPIPS must rise.
+  CPBD must fall, LPIPS and FVD must rise.
 * ``frozen_pose``: the head pose is frozen at the first frame's: the dataset's 3D landmarks are
   re-projected with that pose (expressions and speech unchanged). Diversity must fall to ~0 (below
   10% of the original) and Beat Align must change. Needs 3D landmarks and pose in the synthtalk
@@ -78,7 +78,7 @@ OFFSET_TOLERANCE = 1.0
 # metric name -> expected direction, per check
 EXPECTED: dict[str, dict[str, str]] = {
     "audio_shift": {"LSE-C": "down", "AV-offset": "+k"},
-    "blur": {"PSNR": "down", "SSIM": "down", "CPBD": "down", "LPIPS": "up"},
+    "blur": {"PSNR": "down", "SSIM": "down", "CPBD": "down", "LPIPS": "up", "FVD": "up"},
     "frozen_pose": {"Diversity": "-> 0", "BeatAlign": "changes"},
     "landmark_jitter": {"M-LD": "up", "F-LD": "up", "LMD": "up", "M-LVD": "up", "F-LVD": "up"},
     "pose_jitter": {"Diversity": "= reference", "BeatAlign": "= reference"},

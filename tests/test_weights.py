@@ -59,11 +59,13 @@ def test_registry_entries_are_well_formed():
         assert re.fullmatch(r"[a-z0-9_]+", spec.name)
         assert spec.url.startswith("https://")
         # a URL names its file, except Google Drive's, which names a file id, and a Hugging Face
-        # repository's, whose file has the generic diffusers name (stored under the repo's name)
+        # repository's, whose file has the generic diffusers name (stored under the repo's name),
+        # and a zip archive's, whose member is the file
         assert spec.url.rsplit("/", 1)[1] == spec.filename or (
             spec.url.startswith("https://drive.google.com/") and "Google Drive" in spec.note) or (
             spec.url.startswith("https://huggingface.co/")
-            and spec.url.split("/")[4] in spec.filename)
+            and spec.url.split("/")[4] in spec.filename) or (
+            spec.url.endswith(".zip") and spec.archive_member.rsplit("/", 1)[-1] == spec.filename)
         assert spec.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", spec.sha256)
         assert HEX.fullmatch(spec.sha256_prefix) and HEX.fullmatch(spec.sha256_suffix)
         assert spec.size is None or (isinstance(spec.size, int) and spec.size > 0)
