@@ -37,12 +37,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-WORKERS_HELP = ("worker processes for data preparation and for scoring (default: this process's cores, "
-                "divided among the ranks of a node under torchrun); results do not depend on it")
+WORKERS_HELP = ("worker processes for data preparation and for scoring (default: $TALKBENCH_WORKERS, else "
+                "this process's cores divided among the ranks of a node under torchrun); results do not "
+                "depend on it")
 
 
 def default_workers() -> int:
-    """This process's CPU cores, shared among the torchrun ranks of its node."""
+    """$TALKBENCH_WORKERS, else this process's CPU cores shared among the torchrun ranks of its node."""
+    if os.environ.get("TALKBENCH_WORKERS"):
+        return max(1, int(os.environ["TALKBENCH_WORKERS"]))
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -34,7 +34,7 @@ import numpy as np
 from core.types import Prediction
 from core import distributed
 from core.cache import Cache
-from core.hashing import key_of
+from core.hashing import array_digest, key_of
 from core.types import Clip
 from bench.data.clips import clip_hash
 from bench.protocol import MetricSpec, Protocol
@@ -94,6 +94,7 @@ class Scorer:
             try:
                 metric = build_metric(spec.name, self.metric_params(spec))
                 metric.device = device
+                metric.cache = self.cache  # what rows share: e.g. the ground truth's FID features
                 self.metrics.append((spec, metric, None))
             except MetricUnavailable as exc:
                 self.metrics.append((spec, None, str(exc)))
@@ -113,9 +114,12 @@ class Scorer:
             self._extractor = build_extractor(pre["landmark_backend"], **pre.get("landmark_params", {}))
         return self._extractor
 
-    def detect(self, frames: np.ndarray, content_key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Detector landmarks (T x 68 x 2, NaN where missed) and the found mask, cached."""
-        key = key_of("detect", self.extractor.cache_identity(), content_key)
+    def detect(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Detector landmarks (T x 68 x 2, NaN where missed) and the found mask, cached under the
+        frames' content: frames are detected once whoever shows them (the reference, a row whose
+        prediction is the ground truth, the ground truth through a head-motion route, the same
+        prediction scored from another folder)."""
+        key = key_of("detect", self.extractor.cache_identity(), array_digest(frames))
         cached = self.cache.get_arrays("landmarks", key)
         if cached is None:
             result = self.extractor.detect(frames)
@@ -124,7 +128,7 @@ class Scorer:
         return cached["landmarks"], cached["found"].astype(bool)
 
     def reference_detection(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        return self.detect(clip.frames, "reference:" + clip_hash(clip))
+        return self.detect(clip.frames)
 
     def landmark_source(self, pred: Prediction) -> str:
         return self.source_for(pred.fields())
@@ -166,7 +170,7 @@ class Scorer:
             # Gap-filled reference frames (no face found in the data) are not ground truth.
             mask = clip.landmarks_found
         elif source == "detected" and pred.frames is not None and clip.has_frames:
-            pred_lmk, pred_found = self.detect(pred.frames, "prediction:" + pred_key)
+            pred_lmk, pred_found = self.detect(pred.frames)
             ref_lmk, ref_found = self.reference_detection(clip)
             out["landmarks"], ref["landmarks"], points = pred_lmk, ref_lmk, tuple(range(68))
             mask = pred_found & ref_found

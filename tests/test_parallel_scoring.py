@@ -79,6 +79,24 @@ def test_two_workers_score_like_one(small, one_process):
     assert (one_process["provenance"]["scoring"]["workers"], two["provenance"]["scoring"]["workers"]) == (1, 2)
 
 
+def test_frames_are_detected_once_whoever_shows_them(small, tmp_path, monkeypatch):
+    """Detections are cached under the frames' content: the ground_truth row's frames (a copy of
+    the reference's) reuse the reference's detections; other frames are detected."""
+    path, _, _ = small
+    protocol = load_protocol(path)
+    clip = prepare_splits(protocol, progress=False)[0]["test"][0]
+    scorer = Scorer(protocol, [clip], cache=Cache(tmp_path))
+    extractor, calls = scorer.extractor, []
+    real = extractor.detect
+    monkeypatch.setattr(extractor, "detect", lambda frames: calls.append(len(frames)) or real(frames))
+    lmk, found = scorer.reference_detection(clip)
+    again, found_again = scorer.detect(clip.frames.copy())
+    assert calls == [clip.num_frames] and found.any()
+    assert np.array_equal(lmk, again, equal_nan=True) and np.array_equal(found, found_again)
+    scorer.detect(clip.frames[:3].copy())
+    assert calls == [clip.num_frames, 3]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
