@@ -683,7 +683,7 @@ def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
     from metrics import build_metric
 
     path, label = weights_file("i3d_kinetics400", random_i3d, folder, random_init)
-    with _env(TALKBENCH_WEIGHTS_I3D_KINETICS400=str(path)):
+    with environ(TALKBENCH_WEIGHTS_I3D_KINETICS400=str(path)):
         ours = build_metric("FVD")
     pred, ref = fvd_video_sets()
     expected, ref_feats = cdfvd_reference(path, pred, ref)
@@ -693,7 +693,7 @@ def check_fvd(folder: Path, random_init: bool) -> list[CheckResult]:
     f_abs, _ = differences(np.concatenate([p for p, _ in parts]), ref_feats)
     abs_d, rel_d = differences(value, expected)
     ok = rel_d <= 1e-4 and f_abs <= 1e-4 * np.abs(ref_feats).max()
-    return [CheckResult("FVD", _version("cd-fvd"), label,
+    return [CheckResult("FVD", package_version("cd-fvd"), label,
                         f"{len(pred)} vs {len(ref)} videos of 16 frames 32x40 (features and distance)",
                         abs_d, rel_d, "rel 1e-4 (features abs 1e-4 x max)", _verdict(bool(ok)))]
 
@@ -706,11 +706,11 @@ def check_arcface(folder: Path, random_init: bool) -> list[CheckResult]:
 
     missing = [m for m in ("onnxruntime", "onnx", "insightface") if importlib.util.find_spec(m) is None]
     if missing:
-        return [CheckResult("CSIM-ArcFace", _version("insightface"), "-", "-", math.nan, math.nan,
+        return [CheckResult("CSIM-ArcFace", package_version("insightface"), "-", "-", math.nan, math.nan,
                             "rel 1e-5", f"SKIPPED: {', '.join(missing)} not installed (insightface: "
                             f"pip install --no-deps insightface)")]
     path, label = weights_file("arcface_w600k_r50", random_arcface_onnx, folder, random_init)
-    with _env(TALKBENCH_WEIGHTS_ARCFACE_W600K_R50=str(path)):
+    with environ(TALKBENCH_WEIGHTS_ARCFACE_W600K_R50=str(path)):
         ours = build_metric("CSIM-ArcFace")
     faces = synthtalk_faces()
     found = DlibExtractor().detect(np.stack(faces))
@@ -729,7 +729,7 @@ def check_arcface(folder: Path, random_init: bool) -> list[CheckResult]:
                                      {"frames": np.stack(faces[:1])}))
     abs_d, rel_d = differences(value, ref_cos)
     ok = crops_ok and rel_d <= 1e-5 and e_abs <= 1e-5 * np.abs(expected).max()
-    return [CheckResult("CSIM-ArcFace", _version("insightface"), label,
+    return [CheckResult("CSIM-ArcFace", package_version("insightface"), label,
                         "2 synthtalk faces, 5 points from dlib-68 (crop, embedding, cosine)",
                         abs_d, rel_d, "rel 1e-5 (crops equal, embeddings abs 1e-5 x max)",
                         _verdict(ok))]
@@ -748,18 +748,18 @@ def check_iqa(folder: Path, random_init: bool) -> list[CheckResult]:
     from metrics import build_metric
 
     if importlib.util.find_spec("pyiqa") is None:
-        return [CheckResult(name, _version("pyiqa"), "-", "-", math.nan, math.nan, "rel 1e-5",
+        return [CheckResult(name, package_version("pyiqa"), "-", "-", math.nan, math.nan, "rel 1e-5",
                             'SKIPPED: pip install --no-deps "pyiqa>=0.1.16"') for name in IQA_WRITERS]
     pred, _ = photo_pairs(2)
     rows = []
     for name, (weights_name, writer) in IQA_WRITERS.items():
         path, label = weights_file(weights_name, writer, folder, random_init)
-        with _env(**{weights.get_spec(weights_name).env_var: str(path)}):
+        with environ(**{weights.get_spec(weights_name).env_var: str(path)}):
             ours = build_metric(name)
         value = ours.clip_value(ClipPair("calibrate", {"frames": pred}, {}))
         expected = pyiqa_reference(name.lower(), path, pred, folder)
         abs_d, rel_d = differences(value, expected.mean())
-        rows.append(CheckResult(name, _version("pyiqa"), label,
+        rows.append(CheckResult(name, package_version("pyiqa"), label,
                                 f"{len(pred)} photo crops 128x128 + noise (PNG files for pyiqa)",
                                 abs_d, rel_d, "rel 1e-5", _verdict(rel_d <= 1e-5)))
     return rows

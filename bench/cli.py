@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+
+from core import distributed
 
 ALLOW_UNPINNED_HELP = ("score with an evaluator whose sha256 is not the one the protocol pins (a rebuilt "
                        "SyncNet expert); those columns are marked unpinned in the results and report")
@@ -22,14 +25,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = run(args.protocol, methods=methods, device=args.device, seed=args.seed, seeds=seeds, preset=args.preset,
               out_root=Path(args.results) if args.results else None, progress=not args.quiet,
               ablations=args.ablations, checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-              data_root=Path(args.root) if args.root else None, workers=args.workers,
+              data_root=Path(args.root) if args.root else None, workers=workers_of(args),
               allow_unpinned=args.allow_unpinned)
+    if not distributed.world().is_main:
+        return 0
     from bench.report import run_timing_lines
     from bench.results import RUN_TIMINGS_FILE, read_result
 
     print("\n".join(run_timing_lines(read_result(out / RUN_TIMINGS_FILE))))
     print(f"results and report: {out / 'README.md'}")
     return 0
+
+
+WORKERS_HELP = ("worker processes for data preparation, for fitting + predicting the trainable rows (run) "
+                "and for scoring (default: $TALKBENCH_WORKERS, else "
+                "this process's cores divided among the ranks of a node under torchrun); results do not "
+                "depend on it")
+
+
+def default_workers() -> int:
+    """$TALKBENCH_WORKERS, else this process's CPU cores shared among the torchrun ranks of its node."""
+    if os.environ.get("TALKBENCH_WORKERS"):
+        return max(1, int(os.environ["TALKBENCH_WORKERS"]))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def workers_of(args: argparse.Namespace) -> int:
+    return default_workers() if args.workers is None else max(1, args.workers)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -50,12 +76,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if not pred_dir.is_dir():
         raise SystemExit(f"talkbench score: {pred_dir} is not a folder of predictions")
     session = Session.open(protocol, args.device, not args.quiet, Path(args.root) if args.root else None,
-                           args.workers, allow_unpinned=args.allow_unpinned)
+                           workers_of(args), allow_unpinned=args.allow_unpinned)
     out = results_dir(protocol, Path(args.results) if args.results else None)
     session.write_common(out)
     provenance = {"source": "external predictions", "predictions_dir": portable_path(pred_dir),
                   **session.environment()}
-    result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance, reencode=args.reencode)
+    try:
+        result = session.evaluate(args.name, pred_dir, out=out, provenance=provenance, reencode=args.reencode)
+    finally:
+        session.close()
+    if not distributed.world().is_main:  # rank 0 writes the report and prints
+        return 0
     if args.reencode and protocol.encode is None:
         print(f"note: protocol {protocol.id} pins no encoding (`encode:`); --reencode did nothing")
     enc = result.get("encoding")
@@ -163,9 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="load this checkpoint instead of training (one method)")
     p.add_argument("--results", help="results root (default: the repository's results/)")
     p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="worker processes: data preparation, and fitting + predicting the trainable rows "
-                        "in parallel before scoring")
+    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_run)
@@ -177,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--results")
     p.add_argument("--root", help="dataset root folder (default: $TALKBENCH_DATA_<DATASET>)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes for data preparation")
+    p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     p.add_argument("--allow-unpinned", action="store_true", help=ALLOW_UNPINNED_HELP)
     p.add_argument("--reencode", action="store_true",
                    help="re-encode predictions whose encoding differs from the protocol's `encode:` pin "
@@ -247,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.errors import CheckpointError
     from bench.protocol import ProtocolError
 
+    distributed.init()  # under torchrun: join the group (a world of one otherwise)
     try:
         return args.func(args)
     except ProtocolError as exc:
@@ -258,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"talkbench: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class RouteReferences:
     def __init__(self, scorer) -> None:
         self.scorer = scorer
 
-    def _pair(self, clip: Clip, route: str, frames: Callable[[], np.ndarray], tag: str) -> ClipPair:
+    def _pair(self, clip: Clip, route: str, frames: Callable[[], np.ndarray]) -> ClipPair:
         """What the metric sees for the clip's ground truth (or a still head, `frames`) on `route`."""
         base = route[:-len(MP4)] if route.endswith(MP4) else route
         if base == "given":
@@ -114,8 +114,7 @@ class RouteReferences:
         shown = frames()
         if route.endswith(MP4):
             shown = through_mp4(shown, clip.fps)
-        lmk, found = self.scorer.detect(shown, f"{tag}{'+mp4' if route.endswith(MP4) else ''}:"
-                                               + clip_hash(clip))
+        lmk, found = self.scorer.detect(shown)
         fields = {"landmarks": np.where(found[:, None, None], np.nan_to_num(lmk), 0.0), "frames": shown}
         return ClipPair(clip.id, fields, dict(fields), frame_mask=found, fps=clip.fps, audio=clip.audio,
                         sample_rate=clip.sample_rate, meta={"landmark_source": "detected"})
@@ -138,7 +137,7 @@ class RouteReferences:
                          self.scorer.extractor.cache_identity() if is_frame_route(route) else None,
                          MP4_RECIPE if route.endswith(MP4) else None)
             out[clip_id] = self.scorer.clip_value(
-                metric, key, lambda c=clip, m=make, t=tag: self._pair(c, route, m, t))
+                metric, key, lambda c=clip, m=make: self._pair(c, route, m))
             clip.release_frames()
         return out
 

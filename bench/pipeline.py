@@ -17,6 +17,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from core import distributed
 from core.hashing import file_sha256, key_of
 from core.types import Clip, Prediction
 from bench import figures
@@ -120,10 +121,18 @@ def evaluate(protocol: Protocol, scorer: Scorer, row: str, predictions: Path | d
         "prediction_failures": dict(sorted(failures.items())),
         "metrics": mark_pinning({o.spec.label: scorer.aggregate(o) for o in outcomes}, outcomes,
                                 scorer.evaluators),
-        "provenance": {**(provenance or {}), "evaluators": evaluator_identities(scorer.evaluators)},
+        "provenance": {**(provenance or {}), "evaluators": evaluator_identities(scorer.evaluators),
+                       "scoring": scoring_identity(scorer)},
         "timings": timings,
         "encoding": encoding_summary(protocol.encode, encodings) if protocol.encode is not None else None,
     }
+
+
+def scoring_identity(scorer: Scorer) -> dict:
+    """How the scoring was spread (worker processes, torch.distributed ranks): provenance only,
+    since the values do not depend on it."""
+    w = distributed.world()
+    return {"workers": scorer.workers, "world_size": w.size, "backend": w.backend}
 
 
 def mark_pinning(metrics: dict[str, dict], outcomes, evaluators: dict[str, dict]) -> dict[str, dict]:
@@ -157,6 +166,7 @@ class Session:
     evaluators: dict[str, dict] = field(default_factory=dict)
     progress: bool = True
     timings: dict[str, float] = field(default_factory=dict)  # seconds: corpus, evaluators
+    workers: int = 1  # processes for data preparation and for scoring (`Scorer.clip_results`)
     _scorer: Optional[Scorer] = None
 
     @classmethod
@@ -164,7 +174,7 @@ class Session:
              data_root: Optional[Path] = None, workers: int = 1,
              allow_unpinned: bool = False) -> "Session":
         """Load the protocol's splits (a real dataset is prepared from `data_root` with `workers`
-        processes) and make the evaluators its metrics need (trained when missing). A pinned
+        processes, which also score the clips) and make the evaluators its metrics need (trained when missing). A pinned
         evaluator with another sha256 is refused unless `allow_unpinned` (its columns are then
         marked ``"pinned": false``)."""
         protocol = protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
@@ -177,7 +187,7 @@ class Session:
         evaluators = resolve_evaluators(protocol, splits, device=device, progress=progress,
                                         allow_unpinned=allow_unpinned)
         timings = {"corpus_s": corpus_s, "evaluators_s": time.perf_counter() - start}
-        return cls(protocol, splits, data, device, evaluators, progress, timings)
+        return cls(protocol, splits, data, device, evaluators, progress, timings, max(1, int(workers)))
 
     @property
     def test(self) -> list[Clip]:
@@ -189,10 +199,16 @@ class Session:
         for other clips or another metric list."""
         if clips is None and metrics is None:
             if self._scorer is None:
-                self._scorer = Scorer(self.protocol, self.test, self.device, evaluators=self.evaluators)
+                self._scorer = Scorer(self.protocol, self.test, self.device, evaluators=self.evaluators,
+                                      workers=self.workers)
             return self._scorer
         return Scorer(self.protocol, self.test if clips is None else clips, self.device,
-                      evaluators=self.evaluators, metrics=metrics)
+                      evaluators=self.evaluators, metrics=metrics, workers=self.workers)
+
+    def close(self) -> None:
+        """Stop the session scorer's worker processes (started on first use)."""
+        if self._scorer is not None:
+            self._scorer.close()
 
     def environment(self) -> dict:
         return environment(self.device)
@@ -212,7 +228,9 @@ class Session:
                 frame_sources=kwargs["frame_sources"])
             kwargs["timings"] = {**(kwargs.get("timings") or {}), "load_s": time.perf_counter() - start}
         result = evaluate(self.protocol, scorer, row, predictions, progress=self.progress, **kwargs)
-        if out is not None:
+        if scorer is not self._scorer:
+            scorer.close()
+        if out is not None and distributed.world().is_main:  # one writer under torchrun
             write_result(out / f"{row}.json", result)
             clip = figures.figure_clip(self.test)
             figures.save_row(out / FIGURES_DIR, row, clip, predictions.get(clip.id))
@@ -220,6 +238,8 @@ class Session:
 
     def write_common(self, out: Path) -> None:
         """What every row of the results folder shares: the data manifest and the figure clip."""
+        if not distributed.world().is_main:
+            return
         out.mkdir(parents=True, exist_ok=True)
         write_data_manifest(out, self.data)
         write_expert_quality(self, out)

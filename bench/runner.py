@@ -82,6 +82,23 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
             raise CheckpointError(f"checkpoint {checkpoint} does not exist")
     session = Session.open(protocol, device, progress, data_root, workers,  # trains experts if missing
                            allow_unpinned=allow_unpinned)
+    try:
+        command = {"rows": [spec.row for spec in specs], "seeds": seeds if seeds is not None else [seed],
+                   "preset": preset, "ablations": ablations, "workers": workers}
+        return run_session(session, specs, seed, seeds, out_root, progress, checkpoint, command, run_start,
+                           data_root)
+    finally:
+        session.close()
+
+
+def run_session(session: Session, specs: list[MethodSpec], seed: int, seeds: Optional[list[int]],
+                out_root: Optional[Path], progress: bool, checkpoint: Optional[Path], command: dict,
+                run_start: float, data_root: Optional[Path] = None) -> Path:
+    """`run` after the session is open: every row, the floors, the timings and the report. Under
+    torchrun every rank runs this (each predicts and scores its share of the clips); only rank 0
+    writes."""
+    protocol = session.protocol
+    main = distributed.world().is_main
     splits = session.splits
     out = results_dir(protocol, out_root)
     session.write_common(out)
@@ -94,6 +111,7 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
     in_workers: dict[tuple[str, int], dict] = {}
     parallel_s: Optional[float] = None
     # under torchrun the ranks train each row together (data-parallel), not rows side by side
+    workers = int(command.get("workers") or 1)
     if workers > 1 and checkpoint is None and not distributed.world().distributed:
         start = time.perf_counter()
         in_workers = fit_in_workers(session, specs, row_seeds, data_key, workers, data_root,
@@ -112,7 +130,7 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
                 timed["predict_s"] = timed.get("predict_s", 0.0) + worker["predict_s"]
                 timed["in_worker"] = True
             row_timings.setdefault(spec.row, []).append(timed)
-        if len(row_seeds) > 1:
+        if len(row_seeds[spec.row]) > 1 and main:
             write_result(out / f"{spec.row}{SEEDS_SUFFIX}", seeds_result(spec.row, per_seed, env))
             log.info("%s: wrote %s", spec.row, out / f"{spec.row}{SEEDS_SUFFIX}")
     stages = dict(session.timings)
@@ -120,18 +138,19 @@ def run(protocol_name: str, methods: Optional[list[str]] = None, device: str = "
         stages["fit_workers_s"] = parallel_s
     if protocol.preprocessing.get("landmark_backend") and splits["test"][0].has_frames:
         start = time.perf_counter()
-        write_result(out / f"{DETECTOR_FLOOR}.json", detector_floor(protocol, session.scorer(), env))
+        floor = detector_floor(protocol, session.scorer(), env)
+        if main:
+            write_result(out / f"{DETECTOR_FLOOR}.json", floor)
         stages["detector_floor_s"] = time.perf_counter() - start
         start = time.perf_counter()
         floor = motion_floor(protocol, session.scorer(), env)
-        if floor["metrics"]:
+        if floor["metrics"] and main:
             write_result(out / f"{MOTION_FLOOR}.json", floor)
         stages["motion_floor_s"] = time.perf_counter() - start
-    command = {"rows": [spec.row for spec in specs], "seeds": seeds if seeds is not None else [seed],
-               "preset": preset, "ablations": ablations, "workers": workers}
-    write_result(out / RUN_TIMINGS_FILE, run_timings(stages, row_timings, time.perf_counter() - run_start,
-                                                     command, env))
-    write_report(protocol, out)
+    if main:
+        write_result(out / RUN_TIMINGS_FILE, run_timings(stages, row_timings, time.perf_counter() - run_start,
+                                                         command, env))
+        write_report(protocol, out)
     return out
 
 
@@ -167,13 +186,19 @@ def run_row(session: Session, spec: MethodSpec, seed: int, data_key: str, env: d
     labelled = labelled_splits(protocol, method, splits)
     ckpt_path = train_or_load(method, labelled, workdir, device, seed, checkpoint)
     timings["fit_or_load_s"] = time.perf_counter() - start
-    fit_report = method.fit_report(labelled) if out is not None else None
+    fit_report = method.fit_report(labelled) if out is not None and distributed.world().is_main else None
     if fit_report is not None:
         write_result(out / f"_{spec.row}_fit_report.json", {"kind": "fit_report", "row": spec.row,
                                                             "protocol": protocol.id, **fit_report})
     start = time.perf_counter()
     pred_dir = workdir / "predictions"
-    failures = predict_all(method, splits["test"], pred_dir, progress, protocol.encode)
+    # under torchrun each rank predicts its share into the run folder (a filesystem every rank
+    # sees), and every rank then scores from the whole folder
+    failures: dict[str, str] = {}
+    for part in distributed.gather(predict_all(method, distributed.shard(splits["test"]), pred_dir,
+                                               progress, protocol.encode)):
+        failures.update(part)
+    distributed.barrier()
     timings["predict_s"] = time.perf_counter() - start
     provenance = {
         "seed": seed, "preset": spec.preset, "config": method.config.to_dict(),

@@ -22,15 +22,19 @@ Metrics whose weights are made for the protocol (`weights: syncnet_expert`) get 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import pickle
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from core.types import Prediction
+from core import distributed
 from core.cache import Cache
-from core.hashing import key_of
+from core.hashing import array_digest, key_of
 from core.types import Clip
 from bench.data.clips import clip_hash
 from bench.protocol import MetricSpec, Protocol
@@ -66,12 +70,16 @@ class MetricOutcome:
 class Scorer:
     def __init__(self, protocol: Protocol, test_clips: list[Clip], device: str = "cpu",
                  cache: Optional[Cache] = None, evaluators: Optional[dict[str, dict]] = None,
-                 metrics: Optional[tuple[MetricSpec, ...]] = None, motion_references: bool = True) -> None:
+                 metrics: Optional[tuple[MetricSpec, ...]] = None, motion_references: bool = True,
+                 workers: int = 1) -> None:
         """Score `test_clips` under `protocol` with its metrics (or `metrics`, e.g. the sanity
         checks' list). `evaluators`: weights name -> {"path", "sha256", ...} of files made for
         this protocol (`bench.experts.resolve`); a metric whose `weights` parameter names one and
         gives no `weights_path` is built with that file. `motion_references`: give head-motion
-        entries the ground truth through their route and the jitter floors (`bench.motion_routes`)."""
+        entries the ground truth through their route and the jitter floors (`bench.motion_routes`).
+        `workers`: processes that score clips in parallel (`clip_results`; 1 = here)."""
+        self.workers = max(1, int(workers))
+        self._pool = None
         self.protocol = protocol
         self.motion_references = motion_references
         self.references = RouteReferences(self)
@@ -86,6 +94,7 @@ class Scorer:
             try:
                 metric = build_metric(spec.name, self.metric_params(spec))
                 metric.device = device
+                metric.cache = self.cache  # what rows share: e.g. the ground truth's FID features
                 self.metrics.append((spec, metric, None))
             except MetricUnavailable as exc:
                 self.metrics.append((spec, None, str(exc)))
@@ -105,9 +114,12 @@ class Scorer:
             self._extractor = build_extractor(pre["landmark_backend"], **pre.get("landmark_params", {}))
         return self._extractor
 
-    def detect(self, frames: np.ndarray, content_key: str) -> tuple[np.ndarray, np.ndarray]:
-        """Detector landmarks (T x 68 x 2, NaN where missed) and the found mask, cached."""
-        key = key_of("detect", self.extractor.cache_identity(), content_key)
+    def detect(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Detector landmarks (T x 68 x 2, NaN where missed) and the found mask, cached under the
+        frames' content: frames are detected once whoever shows them (the reference, a row whose
+        prediction is the ground truth, the ground truth through a head-motion route, the same
+        prediction scored from another folder)."""
+        key = key_of("detect", self.extractor.cache_identity(), array_digest(frames))
         cached = self.cache.get_arrays("landmarks", key)
         if cached is None:
             result = self.extractor.detect(frames)
@@ -116,7 +128,7 @@ class Scorer:
         return cached["landmarks"], cached["found"].astype(bool)
 
     def reference_detection(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
-        return self.detect(clip.frames, "reference:" + clip_hash(clip))
+        return self.detect(clip.frames)
 
     def landmark_source(self, pred: Prediction) -> str:
         return self.source_for(pred.fields())
@@ -158,7 +170,7 @@ class Scorer:
             # Gap-filled reference frames (no face found in the data) are not ground truth.
             mask = clip.landmarks_found
         elif source == "detected" and pred.frames is not None and clip.has_frames:
-            pred_lmk, pred_found = self.detect(pred.frames, "prediction:" + pred_key)
+            pred_lmk, pred_found = self.detect(pred.frames)
             ref_lmk, ref_found = self.reference_detection(clip)
             out["landmarks"], ref["landmarks"], points = pred_lmk, ref_lmk, tuple(range(68))
             mask = pred_found & ref_found
@@ -198,44 +210,29 @@ class Scorer:
                 if outcome.not_applicable is None and coverage is not None \
                         and "landmarks" in outcome.metric.needs:
                     outcome.not_applicable = outcome.metric.points_problem(tuple(sorted(coverage)))
-        for clip_id, clip in self.clips.items():
-            if clip_id in prediction_failures or clip_id not in predictions:
+        active = [i for i, o in enumerate(outcomes) if o.metric is not None and not o.not_applicable]
+        todo = [c for c in self.clips if c not in prediction_failures and c in predictions]
+        results = self.clip_results(todo, predictions, pred_keys, active, frame_sources or {})
+        for clip_id in self.clips:  # assembled in clip order whoever computed them: one result
+            if clip_id not in results:
                 reason = prediction_failures.get(clip_id, "no prediction")
                 for outcome in outcomes:
                     if outcome.unavailable is None and outcome.not_applicable is None:
                         outcome.failures[clip_id] = reason
                 continue
-            pred, pred_key = predictions[clip_id], pred_keys[clip_id]
-            pair: Optional[ClipPair] = None
-            for outcome in outcomes:
-                metric = outcome.metric
-                if metric is None or outcome.not_applicable:
-                    continue
-                have = self.scored_fields(pred.fields(), clip.has_frames)
-                missing = [f for f in metric.needs if f not in have]
-                if missing:
-                    outcome.failures[clip_id] = f"prediction has no {', '.join(missing)}"
-                    continue
-                if metric.level == "set":
-                    if pair is None:
-                        pair = self.pair(clip, pred, pred_key)
-                    self._clip_parts(outcome, pair)
-                    continue
-                key = key_of("metric", metric.identity(), clip_hash(clip), pred_key,
-                             self.landmark_source(pred), self._extractor_identity(pred, metric))
-                if pair is None and self.cache.get_json("metric", key) is None:
-                    pair = self.pair(clip, pred, pred_key)
-                cached = self.clip_value(metric, key, lambda: pair)
-                if "value" in cached:
-                    outcome.per_clip[clip_id] = cached["value"]
-                    if is_motion_metric(metric):
-                        outcome.routes[clip_id] = metric.route(self.landmark_source(pred),
-                                                               (frame_sources or {}).get(clip_id))
-                    if cached.get("note"):
-                        outcome.notes.append(f"clip {clip_id}: {cached['note']}")
+            for i, got in results[clip_id].items():
+                outcome = outcomes[i]
+                if got[0] == "failure":
+                    outcome.failures[clip_id] = got[1]
+                elif got[0] == "part":
+                    outcome.parts[clip_id] = got[1]
                 else:
-                    outcome.failures[clip_id] = cached["error"]
-            clip.release_frames()
+                    _, value, note, route = got
+                    outcome.per_clip[clip_id] = value
+                    if route is not None:
+                        outcome.routes[clip_id] = route
+                    if note:
+                        outcome.notes.append(f"clip {clip_id}: {note}")
         for outcome in outcomes:
             metric = outcome.metric
             if metric is not None and metric.level == "set" and not outcome.not_applicable:
@@ -262,16 +259,111 @@ class Scorer:
             self.cache.put_json("metric", key, cached)
         return cached
 
+    def clip_results(self, clip_ids: list[str], predictions: dict[str, Prediction],
+                     pred_keys: dict[str, str], active: list[int],
+                     frame_sources: dict[str, str]) -> dict[str, dict[int, tuple]]:
+        """`score_clip` of every clip in `clip_ids`, by clip id: here, in this scorer's worker
+        processes (`workers`), and/or split over the ranks of a torch.distributed group (each rank
+        scores its share, every rank gets all of them). Each clip's result depends only on the
+        clip, so who computed it does not change it."""
+        w = distributed.world()
+        mine = distributed.shard(sorted(clip_ids), w)
+        jobs = [(c, predictions[c], pred_keys[c], frame_sources.get(c)) for c in mine]
+        local: dict[str, dict[int, tuple]] = {}
+        if self.workers > 1 and len(jobs) > 1:
+            pool = self.pool()
+            payload = [(self.portable_clip(self.clips[c]), pred, key, active, source)
+                       for c, pred, key, source in jobs]
+            for (c, *_), got in zip(jobs, pool.map(score_in_worker, payload)):
+                local[c] = got
+        else:
+            for c, pred, key, source in jobs:
+                local[c] = self.score_clip(self.clips[c], pred, key, active, source)
+                self.clips[c].release_frames()
+        if not w.distributed:
+            return local
+        merged: dict[str, dict[int, tuple]] = {}
+        for part in distributed.gather(local, w):
+            merged.update(part)
+        return merged
+
+    def score_clip(self, clip: Clip, pred: Prediction, pred_key: str, active: list[int],
+                   frame_source: Optional[str] = None) -> dict[int, tuple]:
+        """One clip's result for every metric index in `active` (indices into `self.metrics`):
+        ("value", v, note, route), ("part", set-level part) or ("failure", reason)."""
+        out: dict[int, tuple] = {}
+        pair: Optional[ClipPair] = None
+        source = self.landmark_source(pred)
+        have = self.scored_fields(pred.fields(), clip.has_frames)
+        for i in active:
+            metric = self.metrics[i][1]
+            missing = [f for f in metric.needs if f not in have]
+            if missing:
+                out[i] = ("failure", f"prediction has no {', '.join(missing)}")
+                continue
+            if metric.level == "set":
+                if pair is None:
+                    pair = self.pair(clip, pred, pred_key)
+                out[i] = self.clip_part(metric, pair)
+                continue
+            key = key_of("metric", metric.identity(), clip_hash(clip), pred_key, source,
+                         self._extractor_identity(pred, metric))
+            if pair is None and self.cache.get_json("metric", key) is None:
+                pair = self.pair(clip, pred, pred_key)
+            cached = self.clip_value(metric, key, lambda: pair)
+            if "value" in cached:
+                route = metric.route(source, frame_source) if is_motion_metric(metric) else None
+                out[i] = ("value", cached["value"], cached.get("note"), route)
+            else:
+                out[i] = ("failure", cached["error"])
+        return out
+
+    # -- worker processes ---------------------------------------------------------------------------
+    def worker_state(self) -> dict:
+        """What a worker process needs to build this scorer's twin (its own metrics and models)."""
+        return {"protocol": self.protocol, "device": self.device, "cache": str(self.cache.root),
+                "evaluators": self.evaluators, "metrics": self.specs,
+                "motion_references": self.motion_references}
+
+    def pool(self):
+        """This scorer's worker processes (spawned once, each with its own scorer, one torch thread)."""
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                             mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=init_worker, initargs=(self.worker_state(),))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
     @staticmethod
-    def _clip_parts(outcome: MetricOutcome, pair: ClipPair) -> None:
+    def portable_clip(clip: Clip) -> Clip:
+        """`clip` as it can travel to a worker: as it is when it pickles (its frames are then made
+        there), else with its frames loaded here (a frame loader that is a closure)."""
+        try:
+            pickle.dumps(clip.frames_loader)
+            return clip
+        except Exception:
+            frames = clip.frames if clip.has_frames else None
+            clip.release_frames()
+            return dataclasses.replace(clip, frames_loader=None, _frames=frames)
+
+    @staticmethod
+    def clip_part(metric: Metric, pair: ClipPair) -> tuple:
         """One clip's part of a set-level metric, or its counted failure."""
         try:
-            outcome.parts[pair.clip_id] = outcome.metric.clip_parts(pair)
+            return ("part", metric.clip_parts(pair))
         except MetricError as exc:
-            outcome.failures[pair.clip_id] = str(exc)
+            return ("failure", str(exc))
         except Exception as exc:  # a crash on one clip is that clip's failure, not the run's
-            log.exception("metric %s failed on %s", outcome.metric.name, pair.clip_id)
-            outcome.failures[pair.clip_id] = f"{type(exc).__name__}: {exc}"
+            log.exception("metric %s failed on %s", metric.name, pair.clip_id)
+            return ("failure", f"{type(exc).__name__}: {exc}")
 
     def _score_set(self, outcome: MetricOutcome) -> None:
         """The set value over the contributing clips, its bootstrap CI and its per-group values."""
@@ -369,3 +461,24 @@ class Scorer:
             entry.update({"clips": sorted(outcome.parts), "set_failure": outcome.set_failure,
                           "groups": outcome.groups})
         return entry
+
+
+# One scorer per worker process, built by `init_worker` when the pool starts.
+WORKER: dict[str, Scorer] = {}
+
+
+def init_worker(state: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the processes are the parallelism
+    WORKER["scorer"] = Scorer(state["protocol"], [], state["device"], cache=Cache(Path(state["cache"])),
+                              evaluators=state["evaluators"], metrics=state["metrics"],
+                              motion_references=state["motion_references"])
+
+
+def score_in_worker(job: tuple) -> dict[int, tuple]:
+    clip, pred, pred_key, active, source = job
+    try:
+        return WORKER["scorer"].score_clip(clip, pred, pred_key, active, source)
+    finally:
+        clip.release_frames()

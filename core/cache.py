@@ -8,13 +8,12 @@ picks up every value it already computed.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from core.io import atomic_write_bytes
+from core.io import atomic_write_bytes, temp_name
 from core.paths import talkbench_home
 
 
@@ -51,8 +50,11 @@ class Cache:
     def put_arrays(self, namespace: str, key: str, arrays: dict[str, np.ndarray]) -> None:
         path = self._path(namespace, key, ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        tmp.replace(path)
+        tmp = temp_name(path)  # one per writer: ranks on several machines may share the cache
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from core.errors import CheckpointError
 from core.hashing import file_sha256
+from core.io import atomic_write_bytes, temp_name
 
 
 def save_checkpoint(path: Path, method: str, config: dict[str, Any], state: dict[str, np.ndarray]) -> str:
@@ -21,12 +22,15 @@ def save_checkpoint(path: Path, method: str, config: dict[str, Any], state: dict
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = json.dumps({"method": method, "config": config}, sort_keys=True, default=str)
     arrays = {f"state/{k}": np.asarray(v) for k, v in sorted(state.items())}
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:  # np.savez on a handle keeps the name we chose
-        np.savez(handle, __meta__=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
-    tmp.replace(path)
+    tmp = temp_name(path)  # one per writer: ranks of a torchrun job may save the same file
+    try:
+        with open(tmp, "wb") as handle:  # np.savez on a handle keeps the name we chose
+            np.savez(handle, __meta__=np.frombuffer(meta.encode(), dtype=np.uint8), **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     sha = file_sha256(path)
-    path.with_name(path.name + ".sha256").write_text(sha + "\n")
+    atomic_write_bytes(path.with_name(path.name + ".sha256"), (sha + "\n").encode())
     return sha
 
 

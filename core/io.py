@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
+def temp_name(path: Path) -> Path:
+    """A temporary file beside `path` that no other writer uses: not another process, nor one on
+    another machine sharing the filesystem (torchrun ranks), nor another thread."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all; concurrent writers of one path each replace it whole (the
+    last one wins), so a reader sees one writer's complete bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = temp_name(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def json_default(value: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Optional, Sequence
 
 import numpy as np
 
+from core.cache import Cache
 from core.errors import MetricError
 from core.hashing import code_fingerprint
 from core.registry import Registry
@@ -42,6 +43,9 @@ class Metric:
 
     def __init__(self, **params: Any) -> None:
         self.device = "cpu"  # the runner sets "cuda" when asked; metrics that use torch honour it
+        # the scorer's content-keyed cache, set by it: a metric may keep there what several rows
+        # share (the ground truth's features, computed once per clip instead of once per method)
+        self.cache: Optional[Cache] = None
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             raise ValueError(

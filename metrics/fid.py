@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import weights
+from core.hashing import array_digest, key_of
 from metrics import register
 from core.types import ClipPair
 from metrics.base import Metric
@@ -262,6 +263,19 @@ class FID(Metric):
                 out.append(model(x).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM))
 
+    def cached_features(self, frames: np.ndarray) -> np.ndarray:
+        """`features`, kept in the scorer's cache (`Metric.cache`) under the frames' content: the
+        ground truth's features are computed once per clip, not once per row, and a rescored
+        prediction's once."""
+        if self.cache is None:
+            return self.features(frames)
+        key = key_of("fid_features", self.identity(), self.device, self.batch_size, array_digest(frames))
+        got = self.cache.get_arrays("fid_features", key)
+        if got is None:
+            got = {"features": self.features(frames)}
+            self.cache.put_arrays("fid_features", key, got)
+        return got["features"]
+
     def _frames(self, pair: ClipPair, side: str, check: bool = False) -> np.ndarray:
         """The clip's frames on one side, validated (if `check`) and subsampled."""
         fields = pair.pred if side == "prediction" else pair.ref
@@ -285,8 +299,8 @@ class FID(Metric):
         """The clip's (generated, reference) pool3 features of its (subsampled) frames."""
         for side in ("prediction", "reference"):
             self._frames(pair, side, check=True)
-        pred = self.features(self._frames(pair, "prediction"))
-        ref = self.features(self._frames(pair, "reference"))
+        pred = self.cached_features(self._frames(pair, "prediction"))
+        ref = self.cached_features(self._frames(pair, "reference"))
         if not (np.isfinite(pred).all() and np.isfinite(ref).all()):
             raise MetricError(f"clip {pair.clip_id}: Inception features contain NaN or inf")
         return pred, ref

@@ -72,6 +72,7 @@ import numpy as np
 from scipy.ndimage import convolve
 
 from metrics import register
+from core.hashing import array_digest, key_of
 from core.types import ClipPair
 from metrics.base import Metric
 from core.errors import MetricError, MetricUnavailable
@@ -302,6 +303,19 @@ class CSIM(Metric):
             pass
         return ident
 
+    def anchor(self, frame: np.ndarray) -> Optional[np.ndarray]:
+        """The embedding of the reference identity frame (None: no face), kept in the scorer's cache
+        (`Metric.cache`) under the frame's content: once per clip, not once per row."""
+        if self.cache is None:
+            return self.embedder.embed(frame)
+        key = key_of("csim_anchor", self.identity(), array_digest(frame))
+        got = self.cache.get_arrays("csim_anchor", key)
+        if got is None:
+            emb = self.embedder.embed(frame)
+            got = {"embedding": np.zeros(0) if emb is None else emb}
+            self.cache.put_arrays("csim_anchor", key, got)
+        return got["embedding"] if got["embedding"].size else None
+
     def clip_value(self, pair: ClipPair) -> float:
         self.notes.pop(pair.clip_id, None)  # one instance scores every method: no stale note
         frames = _pred_frames(pair)
@@ -311,7 +325,7 @@ class CSIM(Metric):
         if ref.ndim != 4 or ref.shape[-1] != 3 or ref.shape[0] == 0 or ref.dtype != np.uint8:
             raise MetricError(f"reference frames have shape {ref.shape} and dtype {ref.dtype}, "
                               f"expected uint8 T x H x W x 3 RGB with T >= 1")
-        anchor = self.embedder.embed(ref[0])
+        anchor = self.anchor(ref[0])
         if anchor is None:
             raise MetricError("no face found in the reference identity frame (reference frame 0)")
         frames = frames[stride_subsample(len(frames), self.params["max_frames"])]

@@ -72,6 +72,8 @@ from scipy.ndimage import gaussian_filter, gaussian_filter1d
 from faces.pose import (MIN_PNP_POINTS, PNP_POINT_SETS, POSE_BACKENDS, HopenetPose, build_pose_backend,
                         positive_number)
 from metrics import register
+from core.cache import Cache
+from core.hashing import array_digest, code_fingerprint, key_of
 from core.types import ClipPair
 from metrics.base import Metric
 from core.errors import MetricError
@@ -201,18 +203,35 @@ _AUDIO_BEATS_KEPT = 256
 
 
 def cached_audio_beats(audio: np.ndarray, sample_rate: int, fps: float, num_frames: int,
-                       hpss: bool = True) -> np.ndarray:
+                       hpss: bool = True, cache: Optional[Cache] = None) -> np.ndarray:
     """`audio_beats`, remembered for the last few hundred clips: the audio beats of a clip do not
-    depend on the pose route, and the harness scores one clip through several routes."""
-    import hashlib
-
+    depend on the pose route, and the harness scores one clip through several routes. With
+    `cache` (the scorer's, `Metric.cache`) they are also kept on disk under the audio's content,
+    so a clip's beats are found once for every row and every worker process (librosa's beat
+    tracker is the slow part of Beat Align, and its first call in a process compiles numba code)."""
     y = np.ascontiguousarray(audio, dtype=np.float32)
-    key = (hashlib.sha1(y.tobytes()).hexdigest(), len(y), int(sample_rate), float(fps), int(num_frames), bool(hpss))
+    key = (array_digest(y), int(sample_rate), float(fps), int(num_frames), bool(hpss))
     if key not in _AUDIO_BEATS:
         if len(_AUDIO_BEATS) >= _AUDIO_BEATS_KEPT:
             _AUDIO_BEATS.pop(next(iter(_AUDIO_BEATS)))
-        _AUDIO_BEATS[key] = audio_beats(y, sample_rate, fps, num_frames, hpss)
+        disk = None if cache is None else key_of("audio_beats", code_fingerprint(__name__),
+                                                 librosa_version(), *key)
+        got = None if disk is None else cache.get_arrays("audio_beats", disk)
+        if got is None:
+            got = {"beats": audio_beats(y, sample_rate, fps, num_frames, hpss)}
+            if disk is not None:
+                cache.put_arrays("audio_beats", disk, got)
+        _AUDIO_BEATS[key] = got["beats"]
     return _AUDIO_BEATS[key].copy()
+
+
+def librosa_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("librosa")
+    except metadata.PackageNotFoundError:
+        return "absent"
 
 
 def beat_align_score(motion: np.ndarray, audio: np.ndarray, sigma: float = 3.0) -> float:
@@ -366,7 +385,7 @@ class BeatAlign(_HeadMotionMetric):
                          f"interpolated")
         angles = fill_gaps(angles, ok)
         heard = cached_audio_beats(audio, int(pair.sample_rate), float(pair.fps), len(angles),
-                                   hpss=self.params["hpss"])
+                                   hpss=self.params["hpss"], cache=self.cache)
         if heard.size == 0:
             raise MetricError(f"no audio beat found in the clip's {len(audio) / pair.sample_rate:.2f} s "
                               f"of audio (silent or too short for librosa's beat tracker)")

@@ -12,6 +12,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# the CLI's --workers default (the cores): one process in tests unless a test asks for more
+os.environ["TALKBENCH_WORKERS"] = "1"
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="talkbench-tests-"))
 os.environ["TALKBENCH_HOME"] = str(_SESSION_HOME)
 

@@ -385,3 +385,22 @@ def test_beat_align_note_does_not_leak_to_the_next_method():
     nodding[:, 1] = 5 * np.sin(np.arange(t) / fps * 2 * np.pi * 1.0)
     metric.clip_value(ClipPair("c", {"pose": nodding}, {}, audio=audio, fps=fps, sample_rate=sr))
     assert "c" not in metric.notes
+
+
+def test_audio_beats_found_once_per_clip_with_the_scorers_cache(tmp_path, monkeypatch):
+    """With a cache, a clip's audio beats are found once for every row and every process (a new
+    process is simulated by emptying the in-memory memo); the values are librosa's."""
+    import metrics.motion as motion
+    from core.cache import Cache
+
+    audio = (np.random.default_rng(3).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    audio[::4000] = 1.0  # clicks: beats to find
+    real, calls = motion.audio_beats, []
+    monkeypatch.setattr(motion, "audio_beats", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain = real(audio, 16000, 25.0, 50, True)
+    cache = Cache(tmp_path)
+    for _ in range(2):
+        monkeypatch.setattr(motion, "_AUDIO_BEATS", {})
+        got = motion.cached_audio_beats(audio, 16000, 25.0, 50, True, cache=cache)
+        assert np.array_equal(got, plain)
+    assert len(calls) == 1

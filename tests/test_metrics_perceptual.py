@@ -379,3 +379,22 @@ def test_fid_errors(fid_metric):
         fid_metric.set_value([pair(x[..., 0], x)])
     with pytest.raises(MetricError, match="0-255"):
         fid_metric.set_value([pair(x.astype(np.float32) + 300, x)])
+
+
+def test_fid_ground_truth_features_once_per_clip(fid_metric, tmp_path, monkeypatch):
+    """With the scorer's cache (`Metric.cache`), a clip's reference features are computed once
+    for every row that is scored against it, and equal the uncached ones."""
+    from core.cache import Cache
+
+    ref = smooth_frames(2, 40, 48, seed=20)
+    rows = [smooth_frames(2, 40, 48, seed=s) for s in (21, 22)]
+    uncached = fid_metric.clip_parts(pair(rows[0], ref))
+    real, calls = fid_metric.features, []
+    monkeypatch.setattr(fid_metric, "features", lambda frames: calls.append(len(frames)) or real(frames))
+    monkeypatch.setattr(fid_metric, "cache", Cache(tmp_path / "cache"))
+    parts = [fid_metric.clip_parts(pair(row, ref)) for row in rows]
+    assert len(calls) == 3  # row 1, the reference, row 2: not the reference again
+    assert np.array_equal(parts[0][0], uncached[0]) and np.array_equal(parts[0][1], uncached[1])
+    assert np.array_equal(parts[1][1], uncached[1])
+    fid_metric.clip_parts(pair(rows[0], ref))  # a rescored row: nothing computed
+    assert len(calls) == 3

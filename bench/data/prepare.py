@@ -71,6 +71,7 @@ from typing import Any, Optional
 import numpy as np
 
 from core import cache as cache_mod
+from core import distributed
 from core import hashing
 from core.hashing import code_fingerprint, key_of
 from core.io import write_json
@@ -450,8 +451,12 @@ def prepare_items(items: list[RawItem], settings: Settings, workers: int = 1, pr
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"dataset items have duplicate ids: {dup[:5]}")
-    clean_stale_temp(root)
-    jobs = [(item, settings, str(root)) for item in items]
+    w = distributed.world()
+    if w.is_main:
+        clean_stale_temp(root)
+    distributed.barrier(w)
+    # under torchrun each rank prepares its share (into a prepared root every rank sees)
+    jobs = distributed.shard([(item, settings, str(root)) for item in items], w)
     bar = tqdm(total=len(jobs), desc="prepare", unit="clip", disable=not progress)
     entries: dict[str, dict] = {}
     try:
@@ -470,6 +475,11 @@ def prepare_items(items: list[RawItem], settings: Settings, workers: int = 1, pr
                     bar.update()
     finally:
         bar.close()
+    if w.distributed:
+        gathered: dict[str, dict] = {}
+        for part in distributed.gather(entries, w):
+            gathered.update(part)
+        entries = {i: gathered[i] for i in ids}
     return entries
 
 
@@ -604,7 +614,8 @@ def prepare_protocol(protocol, root: Optional[str | Path] = None, workers: int =
     apply_protocol_rules(protocol, entries)
     manifest = build_manifest(protocol, data_root, settings, entries)
     path = manifest_path(protocol, data_root)
-    write_json(path, manifest)
+    if distributed.world().is_main:  # every rank holds the same manifest; one writes it
+        write_json(path, manifest)
     by_id = {item.id: item for item in items}
     clips = [load_clip(by_id[i], e, fps=settings.fps, sample_rate=settings.sample_rate)
              for i, e in entries.items() if e["status"] == "ok"]
