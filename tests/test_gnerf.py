@@ -149,7 +149,8 @@ def test_checkpoint_round_trip_same_seed_and_predict(tmp_path):
     b = build_method("gnerf", "tiny", _FAST)
     b.fit([clip], [], seed=3)
     sa, sb = a.state(), b.state()
-    assert sorted(sa) == sorted(sb) and all(np.array_equal(sa[k], sb[k]) for k in sa)
+    timing = lambda k: "fit_history." in k and k.endswith("seconds")  # noqa: E731  (stage 1's fit time, measured)
+    assert sorted(sa) == sorted(sb) and all(np.array_equal(sa[k], sb[k]) for k in sa if not timing(k))
     path = tmp_path / "ck.npz"
     a.save(path)
     c = GNerfMethod.load(path)
