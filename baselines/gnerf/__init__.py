@@ -133,6 +133,8 @@ class GNerfConfig(MethodConfig):
     eye_weight: float = 1.0
     threads: int = 0
     chunk: int = 65536  # sample points per forward at render time
+    landmarks3d: str = "template"  # real video: template (2D lifted, template depth) | fan3d (3DFAN-4 + depth net)
+    parsing: str = "hull"  # hull (landmark hull + forehead guess) | bisenet (face-parsing BiSeNet, 19 classes)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(stage1_preset="tiny", stage1=dict(epochs=60), render_size=64, levels=8, log2_size=14,
@@ -177,6 +179,7 @@ class GNerfMethod(Method):
         self.model: Optional[GNerfModel] = None
         self.device = "cpu"
         self.train_log: list[dict] = []
+        self._parser = None  # faces.bisenet network, loaded on first use (parsing: bisenet)
 
     def _stage1(self) -> GNerfA2LMethod:
         cls = GNerfA2LMethod
@@ -260,11 +263,72 @@ class GNerfMethod(Method):
         from faces.pose import FACE_TEMPLATE_MM
 
         template = np.asarray(FACE_TEMPLATE_MM, np.float64)
+        if self.config.landmarks3d == "fan3d":
+            detected = self._fan3d(train, template)
+            camera, rms = fit_camera(detected, [c.pose for c in train], [c.landmarks for c in train], seed=seed)
+            return camera, detected, rms
+        if self.config.landmarks3d != "template":
+            raise ValueError(f"{self.name}: landmarks3d must be template or fan3d, not {self.config.landmarks3d!r}")
         camera, rms = fit_camera([np.broadcast_to(template, (c.num_frames, 68, 3)) for c in train],
                                  [c.pose for c in train], [c.landmarks for c in train], seed=seed)
         lifted = [np.stack([camera.lift(c.landmarks[t], c.pose[t], template[:, 2]) for t in range(c.num_frames)])
                   for c in train]
         return camera, lifted, rms
+
+    @staticmethod
+    def similarity_align(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """`points` (N x 3) moved onto `target` by the least-squares similarity (rotation, one scale,
+        translation; Umeyama 1991). If the mirrored points (z negated) fit better, those are moved:
+        3D detectors differ in the sign of their depth axis."""
+        best, err = None, np.inf
+        for sign in (1.0, -1.0):
+            src = np.asarray(points, np.float64) * np.array([1.0, 1.0, sign])
+            mu_s, mu_t = src.mean(0), target.mean(0)
+            a, b = src - mu_s, target - mu_t
+            u, d, vt = np.linalg.svd(b.T @ a / len(src))
+            fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+            rot = u @ fix @ vt
+            scale = float(np.trace(np.diag(d) @ fix) / max((a ** 2).sum() / len(src), 1e-12))
+            moved = scale * a @ rot.T + mu_t
+            e = float(((moved - target) ** 2).sum())
+            if e < err:
+                best, err = moved, e
+        return best
+
+    def _fan3d(self, train: list[Clip], template: np.ndarray) -> list[np.ndarray]:
+        """Per frame: face-alignment's 3D landmarks (3DFAN-4 x, y + ResNetDepth z, in the box of the
+        frame's 2D landmarks) moved onto the template by a similarity, i.e. in head coordinates (mm)
+        with the person's own expression and depth; the pose stays the protocol's."""
+        from faces import fan
+
+        net3d, depth = fan.load_network_3d(), fan.load_depth_network()
+        out = []
+        for clip in train:
+            per = []
+            for frame, lm in zip(clip.frames, clip.landmarks):
+                box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
+                per.append(self.similarity_align(fan.landmarks3d_in_box(net3d, depth, frame, box), template))
+            out.append(np.stack(per))
+        return out
+
+    def _masks(self, frames: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(head, foreground) masks at `size`: head supervises the NeRF's opacity, foreground (head and
+        torso) is left out of the static background. hull: the landmark hull for both; bisenet: the
+        parser's head classes and head + torso classes."""
+        w = frames.shape[2]
+        if self.config.parsing == "hull":
+            masks = np.stack([self.head_mask(l, size, size, size / w) for l in landmarks])
+            return masks, masks
+        if self.config.parsing != "bisenet":
+            raise ValueError(f"{self.name}: parsing must be hull or bisenet, not {self.config.parsing!r}")
+        from faces import bisenet
+
+        if self._parser is None:
+            self._parser = bisenet.load_network()
+        head, torso, _ = bisenet.split(bisenet.parse(self._parser, frames))
+        small = lambda m: np.stack([cv2.resize(x.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)  # noqa: E731
+                                    for x in m])
+        return small(head), small(head | torso)
 
     # -- training ------------------------------------------------------------------------
     def fit(self, train: list[Clip], val: list[Clip], *, device: str = "cpu", seed: int = 0,
@@ -282,14 +346,12 @@ class GNerfMethod(Method):
     def _frame_data(self, model: GNerfModel, clip: Clip, lmk3d: np.ndarray):
         size = self.config.render_size
         frames = clip.frames
-        h, w = frames.shape[1:3]
         imgs = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
-        scale = size / w
-        masks = np.stack([self.head_mask(l, size, size, scale) for l in clip.landmarks])
+        masks, fg = self._masks(frames, clip.landmarks, size)
         with torch.no_grad():
             audio = self._audio_features(clip.audio, clip.sample_rate, clip.fps, clip.num_frames)
         norm = (lmk3d - model.centre.cpu().numpy()) / float(model.unit)
-        return imgs, masks, audio, norm.astype(np.float32)
+        return imgs, masks, audio, norm.astype(np.float32), fg
 
     def _audio_features(self, audio: np.ndarray, sample_rate: int, fps: float, num: int) -> torch.Tensor:
         """Stage 1's 64-d audio encoding at the video rate, T x 64 (frozen)."""
@@ -321,9 +383,10 @@ class GNerfMethod(Method):
         masks = np.concatenate([d[1] for d in data])
         audio = torch.cat([d[2] for d in data])
         norm = np.concatenate([d[3] for d in data])
+        fg = np.concatenate([d[4] for d in data])
         poses = np.concatenate([np.asarray(c.pose, np.float64) for c in train])
         lm2d = np.concatenate([c.landmarks for c in train])
-        model.background.copy_(torch.as_tensor(self._background(imgs, masks)))
+        model.background.copy_(torch.as_tensor(self._background(imgs, fg)))
         size = cfg.render_size
         band = np.stack([cv2.dilate(m, np.ones((5, 5), np.uint8)) for m in masks])
         eye_open = self.eye_opening(lm2d)
