@@ -59,3 +59,48 @@ def test_bisenet_parsing_gives_the_head_mask_and_trains(tmp_path, monkeypatch):
     monkeypatch.setenv("TALKBENCH_WEIGHTS_BISENET_FACE", str(tmp_path / "absent.pth"))
     with pytest.raises(MetricUnavailable, match="talkbench weights download bisenet_face"):
         build_method("gnerf", "tiny", {**_FAST, "iters": 2, "parsing": "bisenet"}).fit([clip], [], seed=0)
+
+
+def test_torso_unet_step_shapes_and_offset_gradients():
+    from baselines.gnerf.torso import DeformBlock, TorsoUNet
+
+    torch.manual_seed(0)
+    net = TorsoUNet(base=8, levels=3)
+    head, acc, bg = torch.rand(2, 3, 24, 20), torch.rand(2, 1, 24, 20), torch.rand(2, 3, 24, 20)
+    target = torch.rand(2, 3, 24, 20)
+    rgb, alpha = net(head, acc, bg)
+    assert rgb.shape == (2, 3, 24, 20) and alpha.shape == (2, 1, 24, 20)
+    out = TorsoUNet.composite(head, acc, rgb, alpha, bg)
+    assert out.shape == (2, 3, 24, 20)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    loss = torch.nn.functional.smooth_l1_loss(out, target)
+    loss.backward()
+    blocks = [m for m in net.modules() if isinstance(m, DeformBlock)]
+    assert len(blocks) == 5
+    for b in blocks:  # zero-initialised offsets still get a gradient (through the bilinear sampling)
+        assert b.offset.weight.grad is not None and b.offset.weight.grad[:18].abs().sum() > 0
+    before = blocks[0].offset.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, blocks[0].offset.weight)
+    # an opaque head hides the torso; a transparent one shows torso over background
+    one = torch.ones(1, 1, 2, 2)
+    assert torch.equal(TorsoUNet.composite(torch.full((1, 3, 2, 2), 0.3), one, torch.rand(1, 3, 2, 2), one,
+                                           torch.rand(1, 3, 2, 2)), torch.full((1, 3, 2, 2), 0.3))
+
+
+def test_gnerf_with_torso_trains_predicts_and_round_trips(tmp_path):
+    clip = _person_clip(frames=8)
+    m = build_method("gnerf", "tiny", {**_FAST, "iters": 5, "torso": True, "torso_base": 8, "torso_iters": 3,
+                                       "torso_frames": 4, "torso_batch": 2})
+    m.fit([clip], [], seed=0)
+    assert m.train_log[-1]["stage"] == "torso" and m.train_log[-1]["frames"] == 4
+    assert any(k.startswith("nerf.torso.") for k in m.state())
+    path = tmp_path / "ck.npz"
+    m.save(path)
+    loaded = GNerfMethod.load(path)
+    from core.types import MethodInput
+
+    inp = MethodInput.from_clip(clip, m.inputs)
+    a, b = m.predict(inp), loaded.predict(inp)
+    assert a.frames.shape == (clip.num_frames, 32, 32, 3) and np.array_equal(a.frames, b.frames)
+    assert GNerfMethod.Config.preset("paper").torso and not GNerfMethod.Config.preset("tiny").torso

@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from baselines import register
 from baselines.base import Method, MethodConfig
 from baselines.gnerf.nerf import ConditionedField, HashGrid, LandmarkEncoding, pinhole_rays, render_rays
+from baselines.gnerf.torso import TorsoUNet
 from baselines.gnerf_a2l import POINTS, GNerfA2LMethod
 from baselines.gnerf_a2l.camera import HeadCamera, fit_camera, rotation_matrices
 from baselines.torch_method import torch_threads
@@ -135,6 +136,13 @@ class GNerfConfig(MethodConfig):
     chunk: int = 65536  # sample points per forward at render time
     landmarks3d: str = "template"  # real video: template (2D lifted, template depth) | fan3d (3DFAN-4 + depth net)
     parsing: str = "hull"  # hull (landmark hull + forehead guess) | bisenet (face-parsing BiSeNet, 19 classes)
+    torso: bool = False  # train the deformable-convolution torso UNet after the head NeRF (torso.py)
+    torso_base: int = 16  # UNet channels at full resolution
+    torso_levels: int = 3
+    torso_iters: int = 300
+    torso_batch: int = 4
+    torso_frames: int = 48  # train frames rendered once for the torso fit (0 = all)
+    torso_lr: float = 1e-3  # AdamW (the paper)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(stage1_preset="tiny", stage1=dict(epochs=60), render_size=64, levels=8, log2_size=14,
@@ -142,7 +150,8 @@ class GNerfConfig(MethodConfig):
                      lr_net=2e-3, vgg_weight=0.0, threads=1),
         "paper": dict(stage1_preset="paper", render_size=512, levels=16, features=2, log2_size=19, base_res=16,
                       finest_res=2048, hidden=64, layers=3, color_hidden=64, color_layers=2, samples=64,
-                      patch=64, iters=100_000, lr_grid=5e-3, lr_net=5e-4, vgg_weight=0.05),
+                      patch=64, iters=100_000, lr_grid=5e-3, lr_net=5e-4, vgg_weight=0.05,
+                      torso=True, torso_base=32, torso_levels=4, torso_iters=20_000, torso_batch=2, torso_frames=0),
     }
 
 
@@ -161,6 +170,7 @@ class GNerfModel(torch.nn.Module):
         self.register_buffer("depth", torch.zeros(68, dtype=torch.float64))  # train mean head z per point
         self.register_buffer("frame_size", torch.zeros(2, dtype=torch.int64))  # H, W of the train frames
         self.register_buffer("background", torch.zeros(background_size, background_size, 3))
+        self.torso = TorsoUNet(cfg.torso_base, cfg.torso_levels) if cfg.torso else None
 
 
 class GNerfMethod(Method):
@@ -466,6 +476,8 @@ class GNerfMethod(Method):
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         self.train_log = [{"iters": cfg.iters, "seconds": wall, "cpu_seconds": cpu, "camera_rms_px": rms, "loss_first100": float(np.mean(history[:100])),
                            "loss_last100": float(np.mean(history[-100:]))}]
+        if model.torso is not None:
+            self.train_log.append(self._fit_torso(model, imgs, poses, norm, audio, seed, device))
         log.info("%s: %s", self.name, self.train_log[0])
         if workdir is not None:
             import json
@@ -473,6 +485,47 @@ class GNerfMethod(Method):
             Path(workdir).mkdir(parents=True, exist_ok=True)
             (Path(workdir) / "train_log.json").write_text(json.dumps(
                 {"method": self.name, "config": cfg.to_dict(), "log": self.train_log, "loss": history[::10]}) + "\n")
+
+    def _fit_torso(self, model: GNerfModel, imgs: np.ndarray, poses: np.ndarray, norm: np.ndarray,
+                   audio: torch.Tensor, seed: int, device) -> dict:
+        """Train the torso UNet on the (frozen) head renders of `torso_frames` train frames (evenly
+        spaced; each rendered once) against the real frames, AdamW, SmoothL1 on the composite."""
+        cfg = self.config
+        n = len(imgs)
+        idx = np.arange(n) if cfg.torso_frames <= 0 or cfg.torso_frames >= n else \
+            np.unique(np.linspace(0, n - 1, cfg.torso_frames).round().astype(int))
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        heads, accs = [], []
+        with torch.no_grad():
+            for f in idx:
+                rgb, acc = self.render_head(model, poses[f], norm[f], audio[f], model.field.latent(int(f)))
+                heads.append(rgb.permute(2, 0, 1))
+                accs.append(acc[None])
+        head, acc = torch.stack(heads).to(device), torch.stack(accs).to(device)
+        target = torch.as_tensor(imgs[idx]).permute(0, 3, 1, 2).to(device)
+        bg = model.background.permute(2, 0, 1)[None].to(device)
+        render_s = time.perf_counter() - t0
+        torso = model.torso.to(device).train()
+        opt = torch.optim.AdamW(torso.parameters(), lr=cfg.torso_lr)
+        gen = torch.Generator().manual_seed(seed + 1)
+        losses = []
+        for _ in range(cfg.torso_iters):
+            b = torch.randint(0, len(idx), (min(cfg.torso_batch, len(idx)),), generator=gen)
+            bgb = bg.expand(len(b), -1, -1, -1)
+            t_rgb, t_acc = torso(head[b], acc[b], bgb)
+            out = TorsoUNet.composite(head[b], acc[b], t_rgb, t_acc, bgb)
+            loss = F.smooth_l1_loss(out, target[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        torso.eval()
+        rec = {"stage": "torso", "iters": cfg.torso_iters, "frames": int(len(idx)), "render_seconds": render_s,
+               "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
+               "loss_first": float(np.mean(losses[:20])) if losses else float("nan"),
+               "loss_last": float(np.mean(losses[-20:])) if losses else float("nan")}
+        log.info("%s: torso %s", self.name, rec)
+        return rec
 
     @staticmethod
     def _background(imgs: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -501,7 +554,19 @@ class GNerfMethod(Method):
     # -- inference -----------------------------------------------------------------------
     def render_frame(self, model: GNerfModel, pose: np.ndarray, landmarks: np.ndarray, audio: torch.Tensor,
                      latent: torch.Tensor) -> torch.Tensor:
-        """One frame at render resolution, H x W x 3 in [0, 1], composited over the background."""
+        """One frame at render resolution, H x W x 3 in [0, 1]: the head composited over the torso
+        network's output and the background (with `torso`), else over the background."""
+        rgb, acc = self.render_head(model, pose, landmarks, audio, latent)
+        bg = model.background
+        if model.torso is None:
+            return rgb + (1.0 - acc[..., None]) * bg
+        chw = lambda t: t.permute(2, 0, 1)[None]  # noqa: E731
+        t_rgb, t_acc = model.torso(chw(rgb), acc[None, None], chw(bg))
+        return TorsoUNet.composite(chw(rgb), acc[None, None], t_rgb, t_acc, chw(bg))[0].permute(1, 2, 0)
+
+    def render_head(self, model: GNerfModel, pose: np.ndarray, landmarks: np.ndarray, audio: torch.Tensor,
+                    latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head alone at render resolution: premultiplied colour H x W x 3 and opacity H x W."""
         cfg, size = self.config, self.config.render_size
         device = model.background.device
         fx, fy, cx, cy, c2w = self._frame_camera(model, pose, size)
@@ -511,8 +576,7 @@ class GNerfMethod(Method):
                                   torch.as_tensor(landmarks, dtype=torch.float32, device=device),
                                   c2w[:, :3].to(device), audio.to(device), latent, bound=cfg.bound,
                                   samples=cfg.samples, jitter=False, chunk=cfg.chunk)
-        out = rgb + (1.0 - acc[:, None]) * model.background.reshape(-1, 3)
-        return out.reshape(size, size, 3)
+        return rgb.reshape(size, size, 3), acc.reshape(size, size)
 
     def predict(self, inp: MethodInput) -> Prediction:
         if self.model is None:
