@@ -16,20 +16,45 @@ Data (built-in defaults, no download):
   length = scale x distance, which agrees with the weak-perspective projection on the plane of the
   pivot and departs from it by depth / distance elsewhere (5 % at the default 20 for a point half a
   face width off that plane).
-- 3D landmarks: synthtalk's exact `landmarks3d`. On real video (no `landmarks3d`) the detected 2D
-  landmarks are lifted: the camera is fitted against `faces.pose.FACE_TEMPLATE_MM` (a synthetic
-  average face) and each frame's points are back-projected with the frame's pose, their head depth
-  taken from the template. What it gets wrong: the person's own face depth (an average face's
-  instead) and any 2D detection or PnP pose error, which becomes 3D landmark jitter; face-alignment's
-  3D FAN (`LandmarksType.THREE_D`) and BiSeNet parsing are NOT wired (not done).
-- Head mask: the convex hull of the 68 landmarks with the brows raised by 0.6 of the brow-to-nose-tip
-  height (a forehead guess); it misses hair, ears and neck and cuts the forehead at a guessed
-  height. Background: per pixel, the median of the train frames where the pixel is outside the
-  (dilated) head mask (the static parts), the plain median where it never is. The head render is
-  composited over it: C = C_head + (1 - opacity) background.
-- Torso: the paper's deformable-convolution UNet (head render -> full frame with torso) is NOT
-  implemented (out of time); the head NeRF renders everything inside its box and the background
-  model supplies the rest, so a moving torso is only what the NeRF box happens to hold.
+- 3D landmarks: synthtalk's exact `landmarks3d`. On real video (no `landmarks3d`), config
+  `landmarks3d`:
+  - `template` (the built-in default, no download): the detected 2D landmarks are lifted: the camera
+    is fitted against `faces.pose.FACE_TEMPLATE_MM` (a synthetic average face) and each frame's
+    points are back-projected with the frame's pose, their head depth taken from the template. It
+    approximates the person's 3D landmarks by their 2D detections plus an average face's depth. What
+    it gets wrong: the person's own face depth and any depth change of the expression (a jaw opening
+    moves the chin back, which the template does not), and any 2D detection or PnP pose error,
+    which becomes 3D landmark jitter.
+  - `fan3d`: face-alignment's 3D FAN (`LandmarksType.THREE_D`: 3DFAN-4 for x, y and its ResNetDepth
+    for z, `faces.fan.landmarks3d_in_box`, registry `fan_3d` + `fan_depth`, needs the optional
+    package face-alignment for FAN itself), run in the box of each frame's 2D landmarks (the
+    protocol's detector box is not kept with the clip); each frame's 68 points are moved onto the
+    template by a least-squares similarity (`similarity_align`, Umeyama; the mirrored depth axis
+    tried too), which puts them in head coordinates with the person's own shape and expression
+    depth, and they then take the place of `landmarks3d` (camera fit as on synthtalk). Not run
+    here on real weights (no download on the test machines): tested for the download message and
+    the alignment only.
+- Head mask and background, config `parsing`:
+  - `hull` (the built-in default, no download): the convex hull of the 68 landmarks with the brows
+    raised by 0.6 of the brow-to-nose-tip height (a forehead guess). It approximates BiSeNet's head
+    classes by the face inside the landmarks; it misses hair, ears and neck and cuts the forehead
+    at a guessed height. Background: per pixel, the median of the train frames where the pixel is
+    outside the (dilated) head mask (the static parts), the plain median where it never is.
+  - `bisenet`: face-parsing.PyTorch's BiSeNet (`faces.bisenet`, registry `bisenet_face`,
+    CelebAMask-HQ's 19 classes) on every train frame: head = skin, brows, eyes, glasses, ears,
+    earring, nose, mouth, lips, hair, hat; the background model leaves out head and torso (neck,
+    necklace, cloth) pixels, as the NeRF papers' preprocessing does.
+- Torso (`torso.py`, config `torso`): the paper's UNet with deformable convolutions;
+  `torchvision.ops.DeformConv2d` (modulated, DCNv2) stands in for the paper's DCNv3 (a CUDA
+  extension). Input: the head render, its opacity and the background at the render size; output:
+  torso colour and opacity; composite C = C_head + (1 - a_head) (a_torso C_torso + (1 - a_torso) B)
+  (head in front). Trained after the head NeRF, with the NeRF frozen: `torso_frames` evenly spaced
+  train frames are rendered once (the head of each with its own latent code) and the UNet is fitted
+  to the real frames (SmoothL1 on the composite, AdamW `torso_lr` 1e-3, `torso_iters` steps of
+  `torso_batch` frames). Without it (`torso: false`) the head render is composited over the
+  background model, C = C_head + (1 - opacity) B, so a moving torso is only what the NeRF box
+  happens to hold. The paper does not describe the UNet's size; `paper`: 4 levels from 32 channels
+  (1.21M parameters, 20k steps, every train frame); `tiny`: off by default (see Measured).
 - Test frames: stage 1 predicts the jaw and mouth (37 points) from audio, the identity frame's
   landmarks and the pose; they are lifted to 3D with the frame's pose and the train mean head
   depth of each point; the other 31 points (eyes, brows, nose) are the identity frame's, lifted
@@ -47,15 +72,17 @@ decay to 0.1x over the run. The paper's early-training face-only ray mask is not
 
 Presets:
 - `paper`: 16 levels x 2 features, 2^19 entries per level, resolutions 16..2048 (RAD-NeRF's grid:
-  the paper builds on RAD-NeRF and prints ~12M parameters for its model; this preset has 12.23M (12.20M of them
-  in the hash tables; with one latent code; count with `GNerfMethod.parameter_count`), 64-wide 3-layer density
+  the paper builds on RAD-NeRF and prints ~12M parameters for its model; this preset's head NeRF has 12.23M (12.20M of them
+  in the hash tables; with one latent code; count with `GNerfMethod.parameter_count(model.field)`;
+  the torso UNet adds 1.21M), 64-wide 3-layer density
   and 2-layer colour MLPs, 64 samples per ray, 64 x 64 patches with VGG, 100k iterations (Table I's
   first row; 300k for the second), render at 512.
 - `tiny` (CPU, 2 cores): 8 levels, 2^14 entries, resolutions 8..256, 16 samples per ray, 512
   random rays per step (no patches and no VGG: the VGG19 forward on CPU would cost more than the
   rest of the step), 400 iterations (0.4 % of the paper's 100k) with 4x the paper's learning rates,
   rendered at 64 x 64 and upsampled (bilinear) to the protocol's frame size. Stage 1 at its `tiny`
-  preset on 2.56 s pieces of the train part, 60 epochs.
+  preset on 2.56 s pieces of the train part, 60 epochs. Torso off; with `torso: true` the tiny
+  UNet is 3 levels from 16 channels (0.11M parameters), 300 steps of 4 frames on 48 rendered frames.
 - No mid-fit resume (the finished checkpoint is cached by the runner); tinycudann not used.
 
 Measured (protocol synthtalk_person, tiny, seed 0, 2 CPU cores shared with other jobs at load ~10):
