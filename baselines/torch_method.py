@@ -400,7 +400,7 @@ class TorchMethod(Method):
                 order = rng.permutation(len(train))
                 plan = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
             losses = []
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             for i, chosen in enumerate(plan):
                 if mode == "all_windows":
                     clips = [train[j] for j, _ in chosen]
@@ -425,7 +425,8 @@ class TorchMethod(Method):
                     log.info("%s: epoch %d step %d loss %.5g", self.name, epoch, step, losses[-1])
             record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                       "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0,
-                      "steps": len(plan), "windows": windows_per_epoch, "world_size": world.size}
+                      "cpu_seconds": time.process_time() - cpu0, "steps": len(plan), "windows": windows_per_epoch,
+                      "world_size": world.size}
             scheduler.step()
             if val_batches:
                 record["val_loss"] = self._val_loss(model, val_batches)

@@ -21,6 +21,11 @@ A protocol file states only what differs from its base:
 - `split: {rule: explicit, file: splits/mead.yaml}` takes the train/val/test speaker lists from a
   split file (a mapping of split name to list, relative to the folder of the file that names it).
 
+`fit_statistics:` (optional) names numbers a paper table reports about training itself (a loss after
+a fixed number of epochs, seconds per iteration): each entry `{key, label, higher_is_better, unit}`
+reads `key` from a row's fit report (`Method.fit_report`, written by the runner as
+`_<row>_fit_report.json`); its label may be a column of `reference_results` like a metric label.
+
 `encode:` (optional) pins how predicted videos are encoded (`bench.data.video.Encoding`: codecs,
 pixel format, CRF or bit rate, audio rate): `talkbench run` writes its videos so and scores the
 frames decoded from them, `talkbench score` records each file's encoding, counts the ones that
@@ -101,6 +106,7 @@ class Protocol:
     path: Optional[Path] = None
     evaluators: dict[str, dict[str, Any]] = field(default_factory=dict)  # pinned, see _parse_evaluators
     encode: Optional[Encoding] = None  # `encode:`, the pinned encoding of predicted videos
+    fit_statistics: tuple[dict[str, Any], ...] = ()  # `fit_statistics:`, see the module docstring
 
     @property
     def hash(self) -> str:
@@ -251,7 +257,7 @@ _TOP_KEYS = {
     "id": True, "version": True, "title": False, "description": False, "dataset": True,
     "preprocessing": True, "split": True, "windowing": False, "metrics": True, "methods": False,
     "landmarks_from": False, "bootstrap": False, "reference_results": False, "evaluators": False,
-    "encode": False,
+    "encode": False, "fit_statistics": False,
 }
 
 
@@ -300,8 +306,9 @@ def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
     refs = raw.get("reference_results", []) or []
     if not isinstance(refs, list):
         raise ProtocolError("reference_results must be a list")
+    fit_stats = _parse_fit_statistics(raw.get("fit_statistics", []), set(labels))
     for i, ref in enumerate(refs):
-        _check_reference(ref, i, set(labels))
+        _check_reference(ref, i, set(labels) | {f["label"] for f in fit_stats})
     evaluators = _parse_evaluators(raw.get("evaluators", {}))
     encode = None
     if raw.get("encode") is not None:
@@ -317,7 +324,35 @@ def parse_protocol(raw: Any, path: Optional[Path] = None) -> Protocol:
         dataset_options=options, preprocessing=pre, split=split, windowing=windowing,
         metrics=metrics, methods=methods, landmarks_from=landmarks_from, bootstrap=boot,
         reference_results=tuple(refs), raw=raw, path=path, evaluators=evaluators, encode=encode,
+        fit_statistics=fit_stats,
     )
+
+
+def _parse_fit_statistics(value: Any, metric_labels: set[str]) -> tuple[dict[str, Any], ...]:
+    """`fit_statistics:` entries {key, label (default key), higher_is_better, unit (optional)}."""
+    if not isinstance(value, list):
+        raise ProtocolError("fit_statistics: expected a list of {key, label, higher_is_better, unit}")
+    out, seen = [], set()
+    for i, entry in enumerate(value):
+        where = f"fit_statistics[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            raise ProtocolError(f"{where}: expected a mapping with a text key")
+        for k in entry:
+            if k not in ("key", "label", "higher_is_better", "unit"):
+                raise ProtocolError(f"{where}.{k}: unknown key; allowed: higher_is_better, key, label, unit")
+        label = entry.get("label", entry["key"])
+        if not isinstance(label, str):
+            raise ProtocolError(f"{where}.label: expected text")
+        if label in metric_labels or label in seen:
+            raise ProtocolError(f"{where}.label: {label!r} is already a metric or fit statistic label")
+        if not isinstance(entry.get("higher_is_better"), bool):
+            raise ProtocolError(f"{where}.higher_is_better: expected true or false")
+        if "unit" in entry and not isinstance(entry["unit"], str):
+            raise ProtocolError(f"{where}.unit: expected text")
+        seen.add(label)
+        out.append({"key": entry["key"], "label": label, "higher_is_better": entry["higher_is_better"],
+                    "unit": entry.get("unit")})
+    return tuple(out)
 
 
 # Evaluators a protocol may pin: weights name -> kind (the networks talkbench trains to evaluate).
@@ -666,7 +701,8 @@ def reference_columns(ref: dict, protocol: "Protocol") -> list[str]:
     if ref.get("columns"):
         return list(ref["columns"])
     present = {k for r in ref["rows"] for k in r["values"]}
-    return [m.label for m in protocol.metrics if m.label in present]
+    return [l for l in [m.label for m in protocol.metrics] + [f["label"] for f in protocol.fit_statistics]
+            if l in present]
 
 
 # -- splits ----------------------------------------------------------------------------------------

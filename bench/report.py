@@ -81,7 +81,33 @@ def metric_info(protocol: Protocol, results: Results) -> dict[str, dict]:
             info = {**describe_metric(spec.name, spec.label, spec.params),
                     **{k: v for k, v in info.items() if v is not None}}
         out[spec.label] = info
+    for stat in protocol.fit_statistics:
+        out[stat["label"]] = {"label": stat["label"], "name": stat["key"], "higher_is_better": stat["higher_is_better"],
+                              "unit": stat["unit"], "level": "fit"}
     return out
+
+
+def fit_statistic(protocol: Protocol, result: Optional[dict], label: str) -> Optional[float]:
+    """The value of fit statistic `label` in a row's fit report (None: no report, or no such key)."""
+    for stat in protocol.fit_statistics:
+        if stat["label"] == label:
+            value = ((result or {}).get("fit_report") or {}).get(stat["key"])
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return None
+
+
+def fit_statistic_lines(protocol: Protocol, rows: list[dict], info: dict[str, dict]) -> list[str]:
+    """Each row's fit statistics (`fit_statistics:`), read from its `_<row>_fit_report.json`."""
+    labels = [s["label"] for s in protocol.fit_statistics]
+    if not labels:
+        return []
+    head = ["Method"] + [f"{l}{_arrow(info[l])}" + (f" ({info[l]['unit']})" if info[l].get("unit") else "")
+                         for l in labels]
+    body = [[r["row"]] + [fmt(fit_statistic(protocol, r, l), 4) if fit_statistic(protocol, r, l) is not None
+                          else "—" for l in labels] for r in rows]
+    keys = ", ".join(f"{s['label']} = `{s['key']}`" for s in protocol.fit_statistics)
+    return ["", "## Fit statistics", "", f"From each row's own fit (`_<row>_fit_report.json`: {keys}); "
+            "— where the row has no fit report.", ""] + markdown_table(head, body)
 
 
 def _arrow(info: dict) -> str:
@@ -442,13 +468,13 @@ def reference_table_data(protocol: Protocol, rows: list[dict], info: dict[str, d
             if ours and rows:
                 claimed.add(ours)
                 result = by_row.get(ours)
-                tb = {c: _talkbench_cell(result, c, scale.get(c, 1), digits[c])
+                tb = {c: _talkbench_cell(result, c, scale.get(c, 1), digits[c], protocol)
                       for c in cols} if result else {c: (None, "—") for c in cols}
                 table.append({"method": ours, "setting": "", "source": "talkbench" if result else "talkbench (not run)",
                               "cells": tb, "ranked": result is not None and ours != "ground_truth"})
         for row in rows:
             if row["row"] not in claimed:
-                tb = {c: _talkbench_cell(row, c, scale.get(c, 1), digits[c]) for c in cols}
+                tb = {c: _talkbench_cell(row, c, scale.get(c, 1), digits[c], protocol) for c in cols}
                 table.append({"method": row["row"], "setting": "", "source": "talkbench", "cells": tb,
                               "ranked": row["row"] != "ground_truth"})
         for entry in table:
@@ -500,8 +526,12 @@ def reference_tables(protocol: Protocol, rows: list[dict], info: dict[str, dict]
     return lines
 
 
-def _talkbench_cell(result: Optional[dict], label: str, factor: float, digits: int) -> tuple[Optional[float], str]:
-    """(value in the paper's unit, text) of one talkbench metric for a reference table."""
+def _talkbench_cell(result: Optional[dict], label: str, factor: float, digits: int,
+                    protocol: Optional[Protocol] = None) -> tuple[Optional[float], str]:
+    """(value in the paper's unit, text) of one talkbench metric (or fit statistic) for a reference table."""
+    if protocol is not None and any(s["label"] == label for s in protocol.fit_statistics):
+        value = fit_statistic(protocol, result, label)
+        return (None, "—") if value is None else (value / factor, fmt(value / factor, digits))
     m = (result or {}).get("metrics", {}).get(label, {})
     if m.get("unavailable"):
         return None, "unavailable"
@@ -691,6 +721,7 @@ def write_report(protocol: Protocol | str, out: Path, figures: bool = True) -> P
             lines += ["", "≈: within the spread across training seeds of another row (see \"Seed variance\")."]
     else:
         lines += ["No results yet: run `talkbench run " + protocol.id + "`."]
+    lines += fit_statistic_lines(protocol, rows, info)
     if protocol.reference_results:
         lines += ["", "## Paper-reported results beside talkbench's"] + reference_tables(protocol, rows, info)
     lines += ["", "## Mean, 95% bootstrap CI, clips scored and failures", "",

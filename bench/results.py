@@ -162,6 +162,7 @@ def read_results(folder: Path) -> Results:
     """Every result file of a results folder (an empty Results if it has none)."""
     folder = Path(folder)
     out = Results(folder)
+    reports: dict[str, dict] = {}
     for path in sorted(folder.glob("*.json")):
         data = read_result(path)
         kind = data.get("kind")
@@ -179,6 +180,11 @@ def read_results(folder: Path) -> Results:
             out.seeds[data["row"]] = data
         elif kind == "run_timings":
             out.run_timings = data
+        elif kind == "fit_report":
+            reports[data["row"]] = data
+    for result in out.methods:  # a row's fit report (`Method.fit_report`) travels with its result
+        if result.get("row") in reports:
+            result["fit_report"] = reports[result["row"]]
     return out
 
 

@@ -219,6 +219,52 @@ SPECS: dict[str, WeightSpec] = {spec.name: spec for spec in (
         sha256_prefix="11f355bf06",
     ),
     WeightSpec(
+        name="fan_3d",
+        filename="3DFAN4-7835d9f11d.pth.tar",
+        url="https://www.adrianbulat.com/downloads/python-fan/3DFAN4-7835d9f11d.pth.tar",
+        sha256=None,
+        size=None,
+        licence="BSD-3-Clause (face-alignment); trained on 300W-LP (research data)",
+        used_by=("gnerf landmarks3d: fan3d (3D landmarks of real video)",),
+        note="face-alignment 1.x's 3DFAN-4 (face_alignment.api.models_urls['3DFAN-4'], "
+             "LandmarksType 3D), a plain state_dict of face_alignment.models.FAN(4) (the 2D network's "
+             "layout, trained on projected 3D landmarks). Its depth comes from `fan_depth`. Full "
+             "SHA-256 and size not verified offline; the file name's hex digits (7835d9f11d) are "
+             "checked as the start of its SHA-256 by the torch.hub convention (not confirmed).",
+        sha256_prefix="7835d9f11d",
+    ),
+    WeightSpec(
+        name="fan_depth",
+        filename="depth-2a464da4ea.pth.tar",
+        url="https://www.adrianbulat.com/downloads/python-fan/depth-2a464da4ea.pth.tar",
+        sha256=None,
+        size=None,
+        licence="BSD-3-Clause (face-alignment); trained on 300W-LP (research data)",
+        used_by=("gnerf landmarks3d: fan3d (the per-point depth of 3DFAN-4's landmarks)",),
+        note="face-alignment 1.x's depth network (models_urls['depth']): {'state_dict': ...} of "
+             "ResNetDepth (a ResNet, Bottleneck blocks [3, 8, 36, 3], RGB + 68 heatmap channels in, 68 "
+             "depths out) saved from nn.DataParallel ('module.' prefix; faces.fan.build_depth_network "
+             "is that layout). Full SHA-256 and size not verified offline; the name's hex digits "
+             "(2a464da4ea) are checked as the start of its SHA-256 (torch.hub convention, not confirmed).",
+        sha256_prefix="2a464da4ea",
+    ),
+    WeightSpec(
+        name="bisenet_face",
+        filename="79999_iter.pth",
+        url="https://drive.google.com/uc?export=download&id=154JgKpzCPW82qINcVieuPH3fZ2e0P812",
+        sha256=None,
+        size=None,
+        licence="MIT (zllrunning/face-parsing.PyTorch); trained on CelebAMask-HQ (non-commercial "
+                "research and education only)",
+        used_by=("gnerf parsing: bisenet (head / torso / background split of real video)",),
+        note="face-parsing.PyTorch's BiSeNet trained on CelebAMask-HQ, 19 classes, the file AD-NeRF, "
+             "RAD-NeRF and ER-NeRF use (their data_utils/face_parsing); a plain state_dict of "
+             "faces.bisenet.BiSeNet (that repository's key names). The URL is the Google Drive link of "
+             "the repository's README (open?id=..., here as a direct download link); Drive may answer with a confirmation page instead of the file: "
+             "fetch it in a browser and put it in the weights folder or point "
+             "TALKBENCH_WEIGHTS_BISENET_FACE at it. No checksum or size is published: SHA-256 and size not verified offline, none is registered.",
+    ),
+    WeightSpec(
         name="vgg19",
         filename="vgg19-dcbb9e9d.pth",
         url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",

@@ -149,7 +149,8 @@ def test_checkpoint_round_trip_same_seed_and_predict(tmp_path):
     b = build_method("gnerf", "tiny", _FAST)
     b.fit([clip], [], seed=3)
     sa, sb = a.state(), b.state()
-    assert sorted(sa) == sorted(sb) and all(np.array_equal(sa[k], sb[k]) for k in sa)
+    timing = lambda k: "fit_history." in k and k.endswith("seconds")  # noqa: E731  (stage 1's fit time, measured)
+    assert sorted(sa) == sorted(sb) and all(np.array_equal(sa[k], sb[k]) for k in sa if not timing(k))
     path = tmp_path / "ck.npz"
     a.save(path)
     c = GNerfMethod.load(path)
@@ -183,12 +184,13 @@ def test_variants_registered_and_lifted_defaults_without_3d():
 def test_paper_preset_size_and_one_step_on_cpu():
     clip = _person_clip(frames=6)
     cfg = dict(stage1_preset="tiny", stage1=dict(epochs=1, batch_size=1), stage1_piece_seconds=0.2, iters=1,
-               render_size=16, vgg_weights=None)
+               render_size=16, vgg_weights=None, torso_iters=1, torso_frames=2)
     m = build_method("gnerf", "paper", cfg)
     assert m.config.levels == 16 and m.config.log2_size == 19 and m.config.patch == 64
     m.fit([clip], [], seed=0)
-    n = GNerfMethod.parameter_count(m.model)
+    n = GNerfMethod.parameter_count(m.model.field)  # the head NeRF
     assert 11e6 < n < 14e6, n  # the paper prints ~12M
+    assert 0.5e6 < GNerfMethod.parameter_count(m.model.torso) < 3e6
 
 
 def test_synthtalk_person_option_joins_one_speakers_clips():

@@ -38,7 +38,7 @@ REQUIRED = [
     "tcsan_t3_grid", "tcsan_t3_tcdtimit", "tcsan_t4_grid", "tcsan_t4_tcdtimit",
     "tcsan_t5_grid", "tcsan_t5_tcdtimit", "tcsan_t6_grid",
     "fd2talk_t1_hdtf", "fd2talk_t1_voxceleb", "fd2talk_t2_hdtf", "fd2talk_t3_hdtf",
-    "gnerf_t1_test_a", "gnerf_t1_test_b", "gnerf_t3_test_a",
+    "gnerf_t1_test_a", "gnerf_t1_test_b", "gnerf_t2", "gnerf_t3_test_a",
 ]
 
 # How each table is laid out in the paper text: the file, anchors that cut the table's dataset part
@@ -66,6 +66,7 @@ LAYOUT = {
     "fd2talk_t3_hdtf": dict(paper="fd2talk.txt", width=2),
     "gnerf_t1_test_a": dict(paper="gaussian_landmark_nerf.txt", width=10),
     "gnerf_t1_test_b": dict(paper="gaussian_landmark_nerf.txt", width=10, offset=5),
+    "gnerf_t2": dict(paper="gaussian_landmark_nerf.txt", width=2),
     "gnerf_t3_test_a": dict(paper="gaussian_landmark_nerf.txt", width=4),
 }
 

@@ -30,6 +30,10 @@ Pipeline (see `model.py` for the network, `camera.py` for the geometry):
   linear layer, and `gnerf_a2l_me` also replaces the transformer landmark encoder by
   Linear-ReLU-Linear on the flattened landmarks ("w ME, w alignment bias"); `gnerf_a2l` is "w TE,
   w/o alignment bias". Hidden width of the MLP encoder: `lm_channels`.
+- Table II's numbers (`fit_report`, protocol `gnerf_t2`): the training loss of the last epoch (mean
+  Eq. (2) loss over its steps, in talkbench's coordinate unit) and wall / CPU seconds per step and per
+  epoch, from the fit's own per-epoch history; the history is saved in the checkpoint
+  (`fit_history.*` arrays) so a cached fit still reports it.
 - Start token / style: FaceFormer starts from a one-hot speaker style and adds it to every input;
   test speakers are unseen here, so the style is E_lm(identity landmarks).
 - Training is teacher-forced (the paper's pre-training setting); prediction decodes the whole clip
@@ -201,7 +205,43 @@ class GNerfA2LMethod(TorchMethod):
         self.geometry = self._fit_geometry(train, int(kwargs.get("seed", 0)))
         super().fit(train, val, **kwargs)
 
+    # -- training statistics (Table II) ---------------------------------------------------
+    _HISTORY = ("train_loss", "seconds", "cpu_seconds", "steps")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The model's arrays plus the fit's per-epoch history (`fit_history.*`), so a cached
+        checkpoint still answers `fit_report` (Table II's numbers come from the fit itself)."""
+        out = super().state()
+        if self.train_log:
+            for key in self._HISTORY:
+                out[f"fit_history.{key}"] = np.asarray([float(r.get(key, np.nan)) for r in self.train_log])
+        return out
+
+    def fit_report(self, splits: dict[str, list[Clip]]) -> Optional[dict]:
+        """Paper Table II: the stage-1 training loss (Eq. 2, this fit's own per-epoch mean) after the
+        last epoch of the fit (the protocol fixes `epochs`) and the time per iteration (wall and CPU
+        seconds per optimiser step and per epoch, from the fit's history). None without a history
+        (a checkpoint written before the history was saved)."""
+        log_ = self.train_log
+        if not log_:
+            return None
+        steps = sum(int(r["steps"]) for r in log_)
+        wall = sum(float(r["seconds"]) for r in log_)
+        cpu = [float(r.get("cpu_seconds", np.nan)) for r in log_]
+        return {"what": "stage-1 training statistics (paper Table II)", "epochs": len(log_), "steps": steps,
+                "train_loss": float(log_[-1]["train_loss"]), "loss_scale": float(self.config.loss_scale),
+                "train_loss_per_epoch": [float(r["train_loss"]) for r in log_],
+                "seconds_per_step": wall / max(1, steps), "seconds_per_epoch": wall / len(log_),
+                "cpu_seconds_per_step": float(np.sum(cpu)) / max(1, steps),
+                "cpu_seconds_per_epoch": float(np.sum(cpu)) / len(log_)}
+
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        state = dict(state)
+        history = {k[len("fit_history."):]: np.asarray(state.pop(k)) for k in list(state) if k.startswith("fit_history.")}
+        if history:
+            n = len(history["train_loss"])
+            self.train_log = [{"epoch": i + 1, **{k: (int(v[i]) if k == "steps" else float(v[i]))
+                                                  for k, v in history.items()}} for i in range(n)]
         if "camera" in state:
             space3d = bool(int(np.asarray(state["space3d"])))
             self.geometry = Geometry(space3d, HeadCamera.from_array(state["camera"]) if space3d else None,
