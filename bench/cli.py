@@ -147,9 +147,11 @@ def _cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf import cli_perf
 
     try:
-        args.workers_n = int(args.workers or 1)
+        args.workers_list = [int(w) for w in str(args.workers or "1,2").split(",") if w.strip()]
     except ValueError:
-        raise ValueError(f"--workers: `perf {args.what}` takes one count, got {args.workers!r}") from None
+        raise ValueError(f"--workers: expected comma-separated counts, got {args.workers!r}") from None
+    if not args.workers_list or min(args.workers_list) < 1:
+        raise ValueError(f"--workers: expected positive counts, got {args.workers!r}")
     args.clips = 2 if args.clips is None else args.clips
     return cli_perf(args)
 
@@ -249,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same inputs and weights; score PROTOCOL: the whole scorer in frames/s")
     p.add_argument("protocol", nargs="?", help="score: the protocol whose scorer is timed")
     p.add_argument("--workers", help="prepare: comma-separated worker counts (default 1,2); "
-                                     "score: worker count (default 1)")
+                                     "score: comma-separated worker counts (default 1,2)")
     p.add_argument("--clips", type=int, help="synthtalk clips (default: prepare 4, others 2)")
     p.add_argument("--frames", type=int, help="fid: frames per clip (default 25); landmarks: 50")
     p.add_argument("--crop", default="syncnet", choices=["syncnet", "full"], help="lse: the SyncNet crop")

@@ -24,15 +24,15 @@ with the machine (CPU model, cores, GPU), the package versions, the inputs, valu
   weights are installed) in frames/s, against face-alignment's per-frame ``get_landmarks`` loop on
   the same weights when face-alignment is installed (otherwise the row says how to install it).
 * ``score PROTOCOL``: frames per second of the whole scorer (`bench.pipeline.evaluate` with a
-  fresh, empty cache) on one method's predictions (``--method``, default ``static``). The scorer
-  has no worker pool yet: ``--workers`` above 1 is recorded and the output says it was not used.
+  fresh, empty cache) with each worker count of ``--workers`` (default 1,2): first the
+  ``ground_truth`` row (the pool's start included), then one method's predictions (``--method``,
+  default ``static``) as a further row; ratios against the first count.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import inspect
 import json
 import math
 import os
@@ -426,7 +426,12 @@ def perf_landmarks(clips: list, folder: Path, frames_per_clip: int = 50, random_
 
 
 # ----------------------------------------------------------------------------------- score
-def perf_score(protocol_name: str, method: str, clips: int, workers: int, folder: Path) -> Report:
+def perf_score(protocol_name: str, method: str, clips: int, workers: list[int], folder: Path) -> Report:
+    """Frames/s of the whole scorer on `method`'s predictions of the first `clips` test clips, with
+    each worker count in `workers`, each with a cold cache of its own. The scorer first scores the
+    `ground_truth` row (starting its worker pool and computing the ground-truth side), then
+    `method`: the second is what every further row of a `talkbench run` costs, the first includes
+    the pool's start (imports and models in every worker). Ratios are against the first count."""
     from baselines import build_method
     from core.cache import Cache
     from bench.pipeline import Session, evaluate
@@ -435,30 +440,39 @@ def perf_score(protocol_name: str, method: str, clips: int, workers: int, folder
 
     session = Session.open(protocol_name, progress=False)
     test = session.test[:clips]
-    pred_dir = folder / "predictions"
-    pred_dir.mkdir(parents=True)
-    failures = predict_all(build_method(method), test, pred_dir, progress=False)
-    notes = []
-    kwargs = {}
-    if "workers" in inspect.signature(Scorer).parameters:
-        kwargs["workers"] = workers
-    elif workers > 1:
-        notes.append(f"--workers {workers}: the scorer has no worker pool in this version; timed with 1")
-    scorer = Scorer(session.protocol, test, session.device, cache=Cache(folder / "cache"),
-                    evaluators=session.evaluators, **kwargs)
-    start = time.perf_counter()
-    result = evaluate(session.protocol, scorer, method, pred_dir, failures=failures, progress=False)
-    seconds = time.perf_counter() - start
     frames = sum(c.num_frames for c in test)
-    unavailable = [k for k, m in result["metrics"].items() if m["unavailable"]]
-    if unavailable:
-        notes.append(f"unavailable here (not timed): {', '.join(unavailable)}")
-    rows = [Row(f"score {method} on {protocol_name}: frames/s (workers={kwargs.get('workers', 1)})",
-                frames / seconds, None, None, seconds, None, unit="frames/s",
-                note=f"{len(test)} clips, {frames} frames, cold cache")]
+    preds = {}
+    for row in ("ground_truth", method):
+        preds[row] = folder / "predictions" / row
+        preds[row].mkdir(parents=True, exist_ok=True)
+        failures = predict_all(build_method(row), test, preds[row], progress=False)
+        if failures:
+            raise ValueError(f"perf score: {row} failed to predict {sorted(failures)}")
+    times: dict[int, dict[str, float]] = {}
+    unavailable: list[str] = []
+    for count in workers:
+        scorer = Scorer(session.protocol, test, session.device, cache=Cache(folder / f"cache-{count}"),
+                        evaluators=session.evaluators, workers=count)
+        try:
+            times[count] = {}
+            for row in ("ground_truth", method):
+                start = time.perf_counter()
+                result = evaluate(session.protocol, scorer, row, preds[row], progress=False)
+                times[count][row] = time.perf_counter() - start
+        finally:
+            scorer.close()
+        unavailable = [k for k, m in result["metrics"].items() if m["unavailable"]]
+    base = workers[0]
+    rows = []
+    for count in workers:
+        for row, what in (("ground_truth", "first row, pool start included"), (method, "a further row")):
+            rows.append(Row(f"score {row} on {protocol_name}, workers={count}: frames/s ({what})",
+                            frames / times[count][row], frames / times[base][row], None,
+                            times[count][row], times[base][row], unit="frames/s",
+                            note=f"{len(test)} clips, {frames} frames, cold cache; ratio against workers={base}"))
+    notes = [f"unavailable here (not timed): {', '.join(unavailable)}"] if unavailable else []
     return Report("score", rows, {"protocol": protocol_name, "method": method, "clips": [c.id for c in test],
-                                  "frames": frames, "workers_requested": workers,
-                                  "workers_used": kwargs.get("workers", 1)}, {}, notes)
+                                  "frames": frames, "workers": workers}, {}, notes)
 
 
 # ----------------------------------------------------------------------------------- output
@@ -498,7 +512,7 @@ def run(what: str, args: argparse.Namespace) -> Report:
         if what == "score":
             if not args.protocol:
                 raise ValueError("talkbench perf score: name a protocol, e.g. `talkbench perf score synthtalk`")
-            return perf_score(args.protocol, args.method, args.clips, args.workers_n, folder)
+            return perf_score(args.protocol, args.method, args.clips, args.workers_list, folder)
         clips = synthtalk_clips(args.clips)
         if what == "lse":
             return perf_lse(clips, folder, args.random_init, args.crop, args.repeat)

@@ -104,12 +104,13 @@ def test_cli_landmarks_writes_json(clip, tmp_path, monkeypatch):
         assert any("face-alignment not installed: pip install" in (r["note"] or "") for r in data["rows"])
 
 
-def test_cli_score_needs_a_protocol_and_one_worker_count(capsys):
+def test_cli_score_needs_a_protocol_and_worker_counts(capsys):
     from bench.cli import main
 
     assert main(["perf", "score"]) == 2
     assert "name a protocol" in capsys.readouterr().err
-    assert main(["perf", "score", "synthtalk", "--workers", "1,2"]) == 2
+    assert main(["perf", "score", "synthtalk", "--workers", "1,x"]) == 2
+    assert main(["perf", "score", "synthtalk", "--workers", "0,2"]) == 2
 
 
 def test_unknown_frame_path_is_a_protocol_error(tmp_path):

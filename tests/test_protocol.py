@@ -53,8 +53,8 @@ def test_hash_changes_with_content_not_key_order(raw):
     (lambda r: r.update(windowing={"mode": "fixed", "seconds": 2, "size": 3}), "windowing.size"),
     (lambda r: r.update(landmarks_from="guess"), "landmarks_from"),
     (lambda r: r.update(reference_results=[{"source": "x", "table": "1",
-                                            "rows": [{"method": "a", "values": {"NIQE": 3}}]}]),
-     "values.NIQE"),
+                                            "rows": [{"method": "a", "values": {"HyperIQA": 3}}]}]),
+     "values.HyperIQA"),
     (lambda r: r.update(methods=[{"name": "static", "preset": "tiny", "lr": 3}]), "methods[0].lr"),
 ])
 def test_malformed_protocol_names_the_bad_key(raw, mutate, needle):
