@@ -152,14 +152,12 @@ def random_alexnet(path: Path, seed: int = 0) -> dict:
     return state
 
 
-def random_fid_inception(path: Path, seed: int = 0) -> dict:
-    """A state_dict in pytorch-fid's format (its FID blocks have torchvision's parameters), with
-    BatchNorm statistics and scales drawn so activations neither vanish nor explode."""
+def save_random_state(net, path: Path, seed: int) -> dict:
+    """Write a random state_dict with every key, shape and dtype of `net` (a conv net with batch
+    norm): He-scaled weights, BatchNorm statistics and scales drawn so activations neither vanish
+    nor explode; returns it."""
     import torch
-    import torchvision
 
-    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
-                                          init_weights=False)
     g = torch.Generator().manual_seed(seed)
     state = {}
     for key, v in net.state_dict().items():
@@ -179,30 +177,22 @@ def random_fid_inception(path: Path, seed: int = 0) -> dict:
     return state
 
 
+def random_fid_inception(path: Path, seed: int = 0) -> dict:
+    """A state_dict in pytorch-fid's format (its FID blocks have torchvision's parameters), with
+    BatchNorm statistics and scales drawn so activations neither vanish nor explode."""
+    import torchvision
+
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008,
+                                          init_weights=False)
+    return save_random_state(net, path, seed)
+
+
 def random_i3d(path: Path, seed: int = 0) -> dict:
     """A state_dict with every key, shape and dtype of cd-fvd's ``InceptionI3d(400)``: He-scaled
     convolutions, BatchNorm statistics and scales drawn so activations neither vanish nor explode."""
-    import torch
-
     from metrics.fvd import i3d_structure
 
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, v in i3d_structure().state_dict().items():
-        if not v.is_floating_point():
-            state[key] = v
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(v.shape, generator=g) * 1.5 + 0.5
-        elif key.endswith("running_mean"):
-            state[key] = torch.randn(v.shape, generator=g) * 0.1
-        elif v.ndim > 1:
-            state[key] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / v[0].numel())
-        elif ".bn." in key and key.endswith("weight"):
-            state[key] = torch.rand(v.shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(v.shape, generator=g) * 0.05
-    torch.save(state, path)
-    return state
+    return save_random_state(i3d_structure(), path, seed)
 
 
 def random_niqe_params(path: Path, seed: int = 0) -> dict:
