@@ -66,6 +66,14 @@ class Metric:
             raise ValueError(f"metric {self.name}: parameter '{key}' must be one of "
                              f"{sorted(choices, key=str)}, got {value!r}")
 
+    def on_device(self, module):
+        """`module` (this metric's network) on the metric's `device`, moved only when the device
+        changed since the last call."""
+        if getattr(self, "_module_device", "cpu") != str(self.device):
+            module.to(self.device)
+            self._module_device = str(self.device)
+        return module
+
     def identity(self) -> dict:
         """What a cached value depends on besides its inputs: name, version, parameters and the
         fingerprint of the code that computes it (this class's module and every talkbench

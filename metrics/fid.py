@@ -231,7 +231,6 @@ class FID(Metric):
         super().__init__(**params)
         self.weights_path = weights.resolve("pt_inception")
         self._model = build_fid_inception(self.weights_path)
-        self._model_device: Optional[str] = "cpu"
         self.last_notes: list[str] = []
         self.last_counts: dict[str, int] = {}
 
@@ -247,10 +246,7 @@ class FID(Metric):
 
     @property
     def model(self) -> FIDInceptionFeatures:
-        if self._model_device != str(self.device):
-            self._model.to(self.device)
-            self._model_device = str(self.device)
-        return self._model
+        return self.on_device(self._model)
 
     def features(self, frames: np.ndarray) -> np.ndarray:
         """T x H x W x 3 frames (0-255 scale) -> T x 2048 float64 pool3 features."""

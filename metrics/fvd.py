@@ -138,7 +138,6 @@ class FVD(Metric):
         super().__init__(**params)
         self.weights_path = weights.resolve("i3d_kinetics400")
         self._model = build_i3d(self.weights_path)
-        self._model_device: Optional[str] = "cpu"
         self.last_notes: list[str] = []
         self.last_counts: dict[str, int] = {}
 
@@ -159,10 +158,7 @@ class FVD(Metric):
 
     @property
     def model(self) -> torch.nn.Module:
-        if self._model_device != str(self.device):
-            self._model.to(self.device)
-            self._model_device = str(self.device)
-        return self._model
+        return self.on_device(self._model)
 
     def features(self, videos: np.ndarray) -> np.ndarray:
         """N x T x H x W x 3 clips (0-255) -> N x 400 float64 I3D logits."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -122,7 +121,6 @@ class LPIPS(Metric):
         super().__init__(**params)
         self.weights_path = weights.resolve("alexnet")
         self._model = build_lpips_alex(self.weights_path)
-        self._model_device: Optional[str] = "cpu"
 
     def validate_params(self) -> None:
         if self.params["net"] not in NETS:
@@ -136,10 +134,7 @@ class LPIPS(Metric):
 
     @property
     def model(self) -> torch.nn.Module:
-        if self._model_device != str(self.device):
-            self._model.to(self.device)
-            self._model_device = str(self.device)
-        return self._model
+        return self.on_device(self._model)
 
     def clip_value(self, pair: ClipPair) -> float:
         pred, ref = prepare_frames(pair, "rgb")
